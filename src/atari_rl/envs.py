@@ -1,0 +1,223 @@
+"""The Atari environment pipeline: ale-py's C++ vector env plus the tricks that matter.
+
+`AtariVectorEnv` steps the emulators in C++ threads and already does grayscale, 84x84,
+frameskip 4 with max-pooling and no-op starts. What it does not do the way a learner
+needs it (measured on ale-py 0.12.1, see ../shared/FACTS.md) is done here:
+
+- A life loss ends the *training* episode while the game goes on. `episodic_life` would
+  reset the whole game, so we use `life_loss_info` instead.
+- FIRE is pressed after every life loss too, not only after a game reset, because
+  Breakout does not relaunch the ball until it is.
+- The frame stack of a new episode repeats its first frame instead of starting at zeros.
+- The step after an episode ends is a reset step (NEXT_STEP autoreset, or our FIRE after
+  a life loss): it is flagged with `first` so that no fake transition reaches a learner.
+- Rewards are clipped to their sign for learning, while raw game scores are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from ale_py import roms
+from ale_py.vector_env import AtariVectorEnv
+
+FIRE = 1
+FRAME_SHAPE = (84, 84)
+FRAMESKIP = 4
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """How the games are played; the defaults are the DeepMind Nature settings."""
+
+    game: str = "breakout"
+    num_envs: int = 16
+    num_threads: int = 0  # emulator threads; 0 lets ale-py use one per core
+    seed: int = 0
+    noop_max: int = 30
+    frame_stack: int = 4
+    life_loss_ends_episode: bool = True
+    fire_after_life_loss: bool = True
+    repeat_first_frame: bool = True
+    clip_rewards: bool = True
+    sticky_action_prob: float = 0.0
+    max_frames_per_game: int = 108_000
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A finished game (all lives) or training episode (one life), in raw score."""
+
+    env_id: int
+    score: float
+    steps: int
+
+
+@dataclass
+class Step:
+    """One step of every env.
+
+    Rows where `first` is True are reset steps: `obs` starts a new episode and the row
+    carries no transition (its reward is zero and the action was not the agent's).
+    """
+
+    obs: np.ndarray  # uint8 [num_envs, frame_stack, 84, 84], oldest frame first
+    reward: np.ndarray  # float32, clipped to its sign when the config says so
+    raw_reward: np.ndarray  # float32, the game's own reward
+    terminated: np.ndarray  # bool: life lost (when life loss ends episodes) or game over
+    truncated: np.ndarray  # bool: the frame cap of a game was reached
+    first: np.ndarray  # bool: reset step, no transition
+    actions: np.ndarray  # int64: the actions the emulator executed (FIRE where forced)
+    games: list[Episode] = field(default_factory=list)  # whole games finished
+    episodes: list[Episode] = field(default_factory=list)  # training episodes finished
+
+    @property
+    def frame(self) -> np.ndarray:
+        """The newest frame of each env, for a replay memory that stores frames once."""
+        return self.obs[:, -1]
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+
+def game_id(name: str) -> str:
+    """ale-py's ROM id for a game name such as 'Breakout', 'breakout' or 'MsPacman'."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip()).lower().replace("-", "_")
+    if snake not in roms.get_all_rom_ids():
+        raise ValueError(
+            f"unknown game '{name}': use an ALE ROM name such as breakout, pong or ms_pacman"
+        )
+    return snake
+
+
+def needs_fire(action_meanings: list[str]) -> bool:
+    """Games whose ball must be launched have FIRE as action 1 (the rule of DeepMind's wrappers)."""
+    return len(action_meanings) >= 3 and action_meanings[FIRE] == "FIRE"
+
+
+class AtariPipeline:
+    """Vector of Atari games with the learning conventions of the Nature DQN papers."""
+
+    def __init__(self, config: EnvConfig):
+        self.config = config
+        self.num_envs = config.num_envs
+        self._env = AtariVectorEnv(
+            game_id(config.game),
+            config.num_envs,
+            num_threads=config.num_threads,
+            stack_num=1,  # we stack ourselves, to repeat the first frame
+            frameskip=FRAMESKIP,
+            maxpool=True,
+            grayscale=True,
+            img_height=FRAME_SHAPE[0],
+            img_width=FRAME_SHAPE[1],
+            noop_max=config.noop_max,
+            episodic_life=False,  # would reset the whole game on a life loss
+            life_loss_info=config.life_loss_ends_episode,
+            reward_clipping=False,  # raw scores are needed for reporting
+            use_fire_reset=config.fire_after_life_loss,
+            repeat_action_probability=config.sticky_action_prob,
+            max_num_frames_per_episode=config.max_frames_per_game,
+        )
+        self.action_meanings = [a.name for a in self._env.ale.get_action_set()]
+        self.num_actions = len(self.action_meanings)
+        self._fire = config.fire_after_life_loss and needs_fire(self.action_meanings)
+        n = config.num_envs
+        self._stack = np.zeros((n, config.frame_stack, *FRAME_SHAPE), dtype=np.uint8)
+        self._pending_reset = np.zeros(n, dtype=bool)  # last step ended an episode
+        self._fire_next = np.zeros(n, dtype=bool)  # a life was lost: press FIRE now
+        self._lives = np.zeros(n, dtype=np.int64)
+        self._episode_frame = np.zeros(n, dtype=np.int64)
+        self._game_score = np.zeros(n, dtype=np.float64)
+        self._game_steps = np.zeros(n, dtype=np.int64)
+        self._episode_score = np.zeros(n, dtype=np.float64)
+        self._episode_steps = np.zeros(n, dtype=np.int64)
+
+    def reset(self) -> np.ndarray:
+        """Start a new game in every env; returns the first stacks."""
+        frames, info = self._env.reset(seed=self.config.seed)
+        everyone = np.ones(self.num_envs, dtype=bool)
+        self._start_stacks(frames[:, 0], everyone)
+        self._pending_reset[:] = False
+        self._fire_next[:] = False
+        self._lives[:] = info["lives"]
+        self._episode_frame[:] = info["episode_frame_number"]
+        for counter in (self._game_score, self._game_steps, self._episode_score,
+                        self._episode_steps):
+            counter[:] = 0
+        return self._stack.copy()
+
+    def step(self, actions: np.ndarray) -> Step:
+        actions = np.array(actions, dtype=np.int64)
+        if self._fire:
+            actions[self._fire_next | self._pending_reset] = FIRE
+        frames, raw, terminated, truncated, info = self._env.step(actions.astype(np.int32))
+        raw = raw.astype(np.float32)
+        first = self._pending_reset.copy()
+        lives = info["lives"].astype(np.int64)
+        episode_frame = info["episode_frame_number"].astype(np.int64)
+        # A game reset restarts the frame counter; a FIRE step after a life loss adds one
+        # frameskip. This tells the two kinds of reset step apart for every game.
+        game_reset = first & (episode_frame != self._episode_frame + FRAMESKIP)
+
+        games = self._finish_games(game_reset)
+        self._game_score += raw
+        self._game_steps += ~game_reset
+
+        reward = np.where(first, 0.0, np.sign(raw) if self.config.clip_rewards else raw)
+        done = terminated | truncated
+        live = ~first
+        self._episode_score += np.where(live, raw, 0.0)
+        self._episode_steps += live
+        episodes = self._finish_episodes(done & live)
+
+        self._push_frames(frames[:, 0], first)
+        life_lost = (lives < self._lives) & ~game_reset & ~done
+        self._fire_next = life_lost & self._fire
+        self._pending_reset = done.copy()
+        self._lives = lives
+        self._episode_frame = episode_frame
+        return Step(
+            obs=self._stack.copy(),
+            reward=reward.astype(np.float32),
+            raw_reward=raw,
+            terminated=terminated.astype(bool),
+            truncated=truncated.astype(bool),
+            first=first,
+            actions=actions,
+            games=games,
+            episodes=episodes,
+        )
+
+    def close(self) -> None:
+        self._env.close()
+
+    def _finish_games(self, mask: np.ndarray) -> list[Episode]:
+        games = [Episode(int(i), float(self._game_score[i]), int(self._game_steps[i]))
+                 for i in np.flatnonzero(mask)]
+        self._game_score[mask] = 0.0
+        self._game_steps[mask] = 0
+        return games
+
+    def _finish_episodes(self, mask: np.ndarray) -> list[Episode]:
+        episodes = [Episode(int(i), float(self._episode_score[i]), int(self._episode_steps[i]))
+                    for i in np.flatnonzero(mask)]
+        self._episode_score[mask] = 0.0
+        self._episode_steps[mask] = 0
+        return episodes
+
+    def _push_frames(self, frames: np.ndarray, first: np.ndarray) -> None:
+        self._stack[:, :-1] = self._stack[:, 1:]
+        self._stack[:, -1] = frames
+        if first.any():
+            self._start_stacks(frames, first)
+
+    def _start_stacks(self, frames: np.ndarray, mask: np.ndarray) -> None:
+        if self.config.repeat_first_frame:
+            self._stack[mask] = frames[mask][:, None]
+        else:
+            self._stack[mask] = 0
+            self._stack[mask, -1] = frames[mask]

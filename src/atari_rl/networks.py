@@ -1,0 +1,91 @@
+"""The Nature DQN network (Mnih et al. 2015) with an actor-critic head and a Q-value head.
+
+Observations stay uint8 until they are inside the network: a stack of four 84x84 frames
+is 28 KB as bytes and 113 KB as float32, and the copies add up at thousands of steps/s.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+PIXEL_SCALE = 1.0 / 255.0
+
+
+def nature_torso(in_frames: int = 4) -> nn.Sequential:
+    """conv 32x8x8/4, 64x4x4/2, 64x3x3/1, dense 512: 84x84 in, 512 features out."""
+    return nn.Sequential(
+        nn.Conv2d(in_frames, 32, kernel_size=8, stride=4),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, kernel_size=4, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, kernel_size=3, stride=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 512),
+        nn.ReLU(),
+    )
+
+
+def _init_orthogonal(module: nn.Module, gain: float) -> None:
+    """Orthogonal init, as in the OpenAI baselines that A2C results are compared with."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d | nn.Linear):
+            nn.init.orthogonal_(layer.weight, gain)
+            nn.init.zeros_(layer.bias)
+
+
+def scale_pixels(obs: torch.Tensor) -> torch.Tensor:
+    return obs.float() * PIXEL_SCALE
+
+
+class ActorCritic(nn.Module):
+    """Shared torso; returns policy logits [B, A] and state values [B]."""
+
+    def __init__(self, num_actions: int, in_frames: int = 4):
+        super().__init__()
+        self.torso = nature_torso(in_frames)
+        self.policy = nn.Linear(512, num_actions)
+        self.value = nn.Linear(512, 1)
+        _init_orthogonal(self.torso, gain=2**0.5)
+        _init_orthogonal(self.policy, gain=0.01)  # near-uniform policy at the start
+        _init_orthogonal(self.value, gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.torso(scale_pixels(obs))
+        # The heads stay in fp32 under bf16 autocast: value targets need the precision.
+        with torch.autocast(features.device.type, enabled=False):
+            features = features.float()
+            return self.policy(features), self.value(features).squeeze(-1)
+
+
+class QNetwork(nn.Module):
+    """Q-values [B, A]; the dueling form splits them into value and mean-free advantage."""
+
+    def __init__(self, num_actions: int, in_frames: int = 4, dueling: bool = False):
+        super().__init__()
+        self.torso = nature_torso(in_frames)
+        self.dueling = dueling
+        self.advantage = nn.Linear(512, num_actions)
+        self.value = nn.Linear(512, 1) if dueling else None
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        features = self.torso(scale_pixels(obs))
+        advantage = self.advantage(features)
+        if self.value is None:
+            return advantage
+        return self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """CUDA when present and not refused, else the CPU."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def configure_cpu_threads(threads: int = 0) -> None:
+    """Torch intra-op threads; 0 means one per core (the emulators run between updates)."""
+    torch.set_num_threads(threads or os.cpu_count() or 1)
