@@ -28,9 +28,16 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+def _n_steps(text: str) -> int | str:
+    try:
+        return cfg.parse_n_steps(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _option_type(field: dataclasses.Field) -> dict[str, Any]:
     if field.name == "n_steps":
-        return {"type": cfg.parse_n_steps, "metavar": "N|episode"}
+        return {"type": _n_steps, "metavar": "N|episode"}
     kind = {"int": int, "float": float, "str": str, "bool": bool}[str(field.type)]
     if kind is bool:
         return {"action": argparse.BooleanOptionalAction}

@@ -1,0 +1,55 @@
+"""The command line: bad input gives one line, exit code 2, and writes nothing."""
+
+import json
+
+import pytest
+
+from atari_rl.cli import main
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--game", "nosuchgame"], "unknown game 'nosuchgame'"),
+        (["--preset", "nosuch"], "unknown preset 'nosuch'"),
+        (["--n-steps", "0"], "--n-steps must be a positive integer"),
+        (["--n-steps", "-3"], "--n-steps must be a positive integer"),
+        (["--n-steps", "lots"], "--n-steps must be a positive integer or 'episode'"),
+        (["--steps", "0"], "--steps must be a positive"),
+        (["--optimizer", "sgd"], "--optimizer must be rmsprop or adam"),
+        (["--frobnicate", "3"], "unrecognized arguments: --frobnicate"),
+    ],
+)
+def test_bad_train_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, complaint):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run_dir), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert complaint in err
+    assert len(err.splitlines()) == 1
+    assert not run_dir.exists()
+
+
+def test_existing_run_dir_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["train", "--run-dir", str(tmp_path), "--steps", "100"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_presets_lists_the_write_up_study(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("a2c", "seed-n5", "seed-n20", "seed-n50", "seed-n100", "seed-ninf"):
+        assert f"\n{name} " in f"\n{out}"
+
+
+def test_preset_values_can_be_overridden(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["train", "--preset", "seed-n20", "--entropy-coef", "0.02", "--steps", "64",
+            "--num-envs", "2", "--no-compile", "--run-dir", str(run_dir)]
+    assert main(args) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["n_steps"] == 20 and config["action_selection"] == "argmax"
+    assert config["entropy_coef"] == 0.02
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["agent_steps"] >= 64
