@@ -10,8 +10,9 @@ from atari_rl.envs import Step
 
 class CueTask:
     """The left or the right half of the screen is lit; pressing the action of that side
-    (0 for left, 1 for right) earns 1. Episodes last `length` steps and follow the pipeline's conventions:
-    the step after an episode ends is a reset step (`first`), with no transition."""
+    (0 for left, 1 for right) earns 1. Episodes last `length` steps and follow the
+    pipeline's conventions: the step after an episode ends is a reset step (`first`),
+    with no transition."""
 
     num_actions = 2
 
@@ -23,7 +24,9 @@ class CueTask:
         self._time = np.zeros(num_envs, dtype=np.int64)
         self._pending_reset = np.zeros(num_envs, dtype=bool)
 
-    def reset(self) -> np.ndarray:
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
         self._cue = self._rng.integers(0, 2, self.num_envs)
         self._time[:] = 0
         self._pending_reset[:] = False

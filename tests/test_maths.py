@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from atari_rl.maths import a2c_loss, double_dqn_targets, explained_variance, linear_schedule, nstep_returns
+from atari_rl.maths import (
+    a2c_loss,
+    double_dqn_targets,
+    explained_variance,
+    linear_schedule,
+    nstep_returns,
+)
 
 GAMMA = 0.5  # a round discount keeps the hand computations exact
 

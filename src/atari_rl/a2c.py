@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from atari_rl.checkpoints import (
+    load_optimizer_state,
+    optimizer_state,
+    with_prefix,
+    without_prefix,
+)
 from atari_rl.config import EPISODE, A2CConfig
 from atari_rl.envs import Step
 from atari_rl.maths import a2c_loss, explained_variance, linear_schedule, nstep_returns
@@ -100,8 +107,26 @@ class A2CAgent:
             self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate,
                                               eps=config.optimizer_eps)
         self.rollout = Rollout(config.num_envs, config.n_steps, config.max_rollout_steps)
+        self.lr_scale = 1.0
         self._autocast = config.bf16 and (device.type == "cuda" or _cpu_has_bf16())
         self._generator = torch.Generator(device=device).manual_seed(config.seed)
+
+    def start(self, obs: np.ndarray) -> None:
+        """New games begin: the steps of the interrupted ones are not learned from."""
+        self.rollout = Rollout(self.config.num_envs, self.config.n_steps,
+                               self.config.max_rollout_steps)
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything an exact resume needs: weights, optimizer moments, sampling RNG."""
+        optimizer_tensors, optimizer_meta = optimizer_state(self.optimizer, "optimizer")
+        tensors = {**with_prefix("network", self.network.state_dict()), **optimizer_tensors,
+                   "rng": self._generator.get_state()}
+        return tensors, {"optimizer": optimizer_meta}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.network.load_state_dict(without_prefix("network", tensors))
+        load_optimizer_state(self.optimizer, "optimizer", tensors, meta["optimizer"])
+        self._generator.set_state(tensors["rng"])
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, agent_step: int) -> np.ndarray:
@@ -123,9 +148,9 @@ class A2CAgent:
     def update(self, batch: RolloutBatch, next_obs: np.ndarray,
                progress: float) -> dict[str, float]:
         config = self.config
-        lr = config.learning_rate
+        lr = config.learning_rate * self.lr_scale
         if config.lr_schedule == "linear":
-            lr = linear_schedule(config.learning_rate, 0.0, progress)
+            lr = linear_schedule(lr, 0.0, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         rows, envs = batch.actions.shape

@@ -8,6 +8,7 @@ temporary name, fsynced and renamed, so a kill at any moment leaves the previous
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,7 @@ def atomic_write(path: Path, write: Any) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    _fsync_directory(path.parent)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -66,3 +63,140 @@ def new_run_dir(path: Path) -> Path:
                          f"or continue it with --resume {path}")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+CHECKPOINT_TENSORS = "state.safetensors"
+CHECKPOINT_STATE = "state.json"
+BEST_FILE = "best.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with what to do about it, in one line."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:012d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Finished checkpoints of a run, oldest first (temporary directories are not listed)."""
+    directory = run_dir / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor],
+                    state: dict[str, Any], keep: int, score: float,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint directory atomically and prune old ones, keeping the best.
+
+    The directory is filled under a temporary name and renamed when every file is on
+    disk, so a kill or a full disk leaves either the whole checkpoint or none of it.
+    `extra` maps file names to functions that write them (a replay memory, say).
+    """
+    directory = run_dir / CHECKPOINT_DIR
+    final = directory / checkpoint_name(step)
+    temporary = directory / f".tmp-{final.name}"
+    _remove_tree(temporary)
+    temporary.mkdir(parents=True)
+    try:
+        save_tensors(temporary / CHECKPOINT_TENSORS, tensors, {"step": str(step)})
+        write_json(temporary / CHECKPOINT_STATE, {"step": step, **state})
+        for name, write in (extra or {}).items():
+            atomic_write(temporary / name, write)
+        replaced = directory / f".old-{final.name}"
+        if final.exists():  # the same step saved again (a resumed run that was finished)
+            os.replace(final, replaced)
+        os.replace(temporary, final)
+        _fsync_directory(directory)
+        _remove_tree(replaced)
+    except BaseException:
+        _remove_tree(temporary)
+        raise
+    best = best_checkpoint(run_dir)
+    best_score = read_json(directory / BEST_FILE)["score"] if best else None
+    if best is None or (math.isfinite(score) and (best_score is None or score > best_score)):
+        write_json(directory / BEST_FILE, {"checkpoint": final.name,
+                                           "score": score if math.isfinite(score) else None})
+        best = final
+    for old in list_checkpoints(run_dir)[:-keep]:
+        if old != best:
+            _remove_tree(old)
+    return final
+
+
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the best rolling score, if its directory still exists."""
+    pointer = run_dir / CHECKPOINT_DIR / BEST_FILE
+    if not pointer.is_file():
+        return None
+    path = run_dir / CHECKPOINT_DIR / read_json(pointer)["checkpoint"]
+    return path if path.is_dir() else None
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and state of a checkpoint directory; CheckpointError if it is damaged."""
+    advice = f"delete {path} to resume from the checkpoint before it"
+    try:
+        state = read_json(path / CHECKPOINT_STATE)
+        tensors = load_tensors(path / CHECKPOINT_TENSORS)
+    except FileNotFoundError as error:
+        raise CheckpointError(f"checkpoint {path} is incomplete ({Path(error.filename).name} "
+                              f"missing): {advice}") from None
+    except Exception as error:  # safetensors and json report damage in many ways
+        raise CheckpointError(f"checkpoint {path} is corrupt ({type(error).__name__}): "
+                              f"{advice}") from None
+    return tensors, state
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, prefix: str
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state as tensors for safetensors and plain values for JSON."""
+    full = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in full["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}.{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": full["param_groups"], "scalars": scalars}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, prefix: str,
+                         tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith(f"{prefix}."):
+            index, key = name[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(index), {})[key] = value
+    for index, values in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def with_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{name}": value for name, value in tensors.items()}
+
+
+def without_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    start = len(prefix) + 1
+    return {name[start:]: value for name, value in tensors.items()
+            if name.startswith(f"{prefix}.")}
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_dir():
+        for child in path.iterdir():
+            child.unlink()
+        path.rmdir()
+
+
+def _fsync_directory(path: Path) -> None:
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -17,6 +17,7 @@ from typing import Any
 from atari_rl import config as cfg
 
 USAGE_ERROR = 2
+CLIFF_STOP = 3
 
 
 class UsageError(Exception):
@@ -70,30 +71,119 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default=None, help="named settings: `atari-rl presets`")
     train.add_argument("--run-dir", type=Path, default=None,
                        help="where the run is written (default runs/ALGO-GAME-TIME)")
+    train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                       help="continue a run from its last checkpoint (--steps may extend it)")
     _add_config_options(train)
 
     commands.add_parser("presets", help="list the named settings and what they change")
+    _add_analysis_commands(commands)
     return parser
 
 
+def _add_analysis_commands(commands: Any) -> None:
+    """plot, evaluate, record, report: they read a run directory and never change its files."""
+    plot = commands.add_parser("plot", help="PNG figures of a run, or of several runs overlaid")
+    plot.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    plot.add_argument("--x", choices=("steps", "games"), default="steps",
+                      help="x axis: agent steps or games played (default steps)")
+    plot.add_argument("--out", type=Path, default=None,
+                      help="output directory (default RUN_DIR/figures; needed for several runs)")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score a policy over N whole games under a stated protocol")
+    evaluate.add_argument("target", nargs="?", type=Path, metavar="RUN_DIR|CHECKPOINT")
+    evaluate.add_argument("--games", type=int, default=100, help="games to play (default 100)")
+    evaluate.add_argument("--num-envs", type=int, default=8,
+                          help="parallel envs; each plays its share of the games (default 8)")
+    evaluate.add_argument("--policy", choices=("trained", "random"), default="trained",
+                          help="random: the uniform-random baseline (evaluation-random.json)")
+    evaluate.add_argument("--game", default=None,
+                          help="the game of a random baseline evaluated without a run")
+    evaluate.add_argument("--out", type=Path, default=None,
+                          help="where the JSON goes (default RUN_DIR/evaluation.json)")
+    _add_play_options(evaluate)
+
+    record = commands.add_parser(
+        "record", help="MP4 of whole games with the agent's action values beside the screen")
+    record.add_argument("target", type=Path, metavar="RUN_DIR|CHECKPOINT")
+    record.add_argument("--games", type=int, default=1, help="games to record (default 1)")
+    record.add_argument("--scale", type=int, default=2, help="screen upscaling, 1 to 4")
+    record.add_argument("--gif", action="store_true",
+                        help="also a GIF, one frame per agent step at 15 fps")
+    record.add_argument("--out", type=Path, default=None,
+                        help="the .mp4 to write (default RUN_DIR/video.mp4)")
+    _add_play_options(record)
+
+    report = commands.add_parser("report", help="one self-contained HTML page about the runs")
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    report.add_argument("--x", choices=("steps", "games"), default="steps")
+    report.add_argument("--out", type=Path, default=None,
+                        help="the .html to write (default RUN_DIR/report.html; needed for "
+                             "several runs)")
+
+
+def _add_play_options(parser: argparse.ArgumentParser) -> None:
+    """The evaluation protocol's settings, shared by evaluate and record."""
+    group = parser.add_argument_group("protocol")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--greedy", action="store_true",
+                       help="always the best action (default epsilon-greedy)")
+    group.add_argument("--epsilon", type=float, default=0.01,
+                       help="random action probability when not greedy (default 0.01)")
+    group.add_argument("--sticky", action="store_true",
+                       help="sticky actions with probability 0.25 (Machado et al. 2018)")
+    group.add_argument("--noop-max", type=int, default=30,
+                       help="up to this many no-op frames at the start of a game (default 30)")
+    group.add_argument("--max-frames", type=int, default=108_000,
+                       help="frame cap per game (default 108,000: 30 minutes of play)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from atari_rl.checkpoints import new_run_dir
+    from atari_rl.checkpoints import CONFIG_FILE, is_run_dir, new_run_dir, read_json
     from atari_rl.envs import AtariPipeline
-    from atari_rl.training import train
+    from atari_rl.training import CliffStopped, TrainingStopped, latest_checkpoint, train
 
     overrides = {f: getattr(args, f) for f in _config_field_names() if getattr(args, f) is not None}
     try:
-        config = cfg.resolve(args.algo, args.preset, overrides)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = args.run_dir or Path("runs") / f"{config.algo}-{config.game}-{stamp}"
+        if args.resume is not None:
+            run_dir = args.resume
+            if not is_run_dir(run_dir):
+                raise ValueError(f"{run_dir} is not a run directory (no {CONFIG_FILE}): "
+                                 f"give the directory a run was trained in")
+            changed = sorted(set(overrides) - {"steps"}) + (["algo"] if args.algo else [])
+            if changed or args.preset or args.run_dir:
+                raise ValueError("a resumed run keeps its settings: only --steps may be given "
+                                 "with --resume")
+            config = cfg.from_dict({**read_json(run_dir / CONFIG_FILE), **overrides})
+            latest_checkpoint(run_dir)
+        else:
+            config = cfg.resolve(args.algo, args.preset, overrides)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            run_dir = args.run_dir or Path("runs") / f"{config.algo}-{config.game}-{stamp}"
         env = AtariPipeline(config.env_config())
-        new_run_dir(run_dir)
+        if args.resume is None:
+            new_run_dir(run_dir)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    print(f"training {config.algo} on {config.game} for {config.steps:,} agent steps "
+    verb = "resuming" if args.resume else "training"
+    print(f"{verb} {config.algo} on {config.game} for {config.steps:,} agent steps "
           f"in {run_dir}", file=sys.stderr)
     try:
-        summary = train(config, run_dir, env)
+        summary = train(config, run_dir, env, resume=args.resume is not None)
+    except CliffStopped as stopped:
+        print(f"atari-rl: {stopped}; checkpoint saved in {run_dir}; the best checkpoint is "
+              f"kept: see events.csv", file=sys.stderr)
+        return CLIFF_STOP
+    except TrainingStopped as stopped:
+        print(f"atari-rl: {stopped}; checkpoint saved: continue with "
+              f"`atari-rl train --resume {run_dir}`", file=sys.stderr)
+        return 128 + stopped.signal_number
+    except OSError as error:
+        raise UsageError(f"could not write to {run_dir} ({error.strerror or error}): free "
+                         f"space and continue with --resume {run_dir}; the earlier "
+                         f"checkpoints are intact") from None
+    except ValueError as error:  # a checkpoint that cannot be resumed from
+        raise UsageError(str(error)) from None
     finally:
         env.close()
     print(json.dumps({"run_dir": str(run_dir), **summary}))
@@ -107,11 +197,141 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from atari_rl.plots import FIGURES_DIR, label_runs, load_run, write_figures
+
+    if len(args.runs) > 1 and args.out is None:
+        raise UsageError("several runs need --out DIR for their figures")
+    runs = [_usage(load_run, path) for path in args.runs]
+    if not any(run.metrics or run.games for run in runs):
+        raise UsageError(f"{args.runs[0]} has no metrics.csv or games.csv rows yet")
+    label_runs(runs)
+    out = args.out or args.runs[0] / FIGURES_DIR
+    for path in write_figures(runs, out, args.x):
+        print(path)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from atari_rl.checkpoints import write_json
+    from atari_rl.envs import game_id
+    from atari_rl.evaluation import STICKY_ACTION_PROB, EvalProtocol, evaluate, format_result
+    from atari_rl.policy import RandomPolicy, action_names, load_policy
+
+    protocol = EvalProtocol(
+        games=args.games, num_envs=args.num_envs, seed=args.seed, greedy=args.greedy,
+        epsilon=args.epsilon, noop_max=args.noop_max,
+        sticky_action_prob=STICKY_ACTION_PROB if args.sticky else 0.0,
+        max_frames_per_game=args.max_frames)
+    _usage(protocol.validate)
+    random = args.policy == "random"
+    if args.target is None and not (random and args.game):
+        raise UsageError("give a RUN_DIR or CHECKPOINT to evaluate (or --policy random --game "
+                         "GAME for a baseline without a run)")
+    if args.game and args.target is not None:
+        raise UsageError("--game applies only to --policy random without a run: the run's "
+                         "game is used")
+    if random:
+        game = _usage(game_id, args.game) if args.game else _usage(_target_game, args.target)
+        actor: Any = RandomPolicy(game, len(action_names(game)),
+                                  np.random.default_rng(args.seed))
+    else:
+        actor = _usage(load_policy, args.target)
+        actor.epsilon, actor.rng = args.epsilon, np.random.default_rng(args.seed)
+        game = actor.game
+    out = args.out
+    if out is None and args.target is not None:
+        out = _beside(args.target, "evaluation-random.json" if random else "evaluation.json")
+    print(f"evaluating the {args.policy} policy on {game}: {protocol.games} games over "
+          f"{protocol.envs_used} envs", file=sys.stderr)
+    result = evaluate(actor, game, protocol)
+    result = {"policy": args.policy, "source": str(args.target or ""), **result}
+    print(format_result(result))
+    if out is not None:
+        write_json(out, result)
+        print(f"saved {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from atari_rl.checkpoints import write_json
+    from atari_rl.evaluation import STICKY_ACTION_PROB
+    from atari_rl.media import RecordSettings, record
+    from atari_rl.policy import load_policy
+
+    settings = RecordSettings(
+        games=args.games, seed=args.seed, greedy=args.greedy, epsilon=args.epsilon,
+        noop_max=args.noop_max, sticky_action_prob=STICKY_ACTION_PROB if args.sticky else 0.0,
+        max_frames_per_game=args.max_frames, scale=args.scale)
+    _usage(settings.validate)
+    if args.out is not None and args.out.suffix != ".mp4":
+        raise UsageError(f"--out must name an .mp4 file, not {args.out}")
+    policy = _usage(load_policy, args.target)
+    policy.epsilon = args.epsilon
+    video = args.out or _beside(args.target, "video.mp4")
+    gif = video.with_suffix(".gif") if args.gif else None
+    print(f"recording {settings.games} game(s) of {policy.game} into {video}", file=sys.stderr)
+    info = record(policy, policy.game, video, settings, gif)
+    write_json(video.with_suffix(".json"), {"source": str(args.target), **info})
+    scores = ", ".join(f"{g['score']:g}" for g in info["games"])
+    print(f"{video}: {info['frames']:,} frames at {info['fps']} fps, one per emulator frame; "
+          f"scores {scores}" + (f"; {gif}: {info['gif_frames']:,} frames at "
+                                f"{info['gif_fps']} fps, one per agent step" if gif else ""))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from atari_rl.report import REPORT_FILE, load_runs, write_report
+
+    if len(args.runs) > 1 and args.out is None:
+        raise UsageError("several runs need --out FILE.html for their report")
+    if args.out is not None and args.out.suffix != ".html":
+        raise UsageError(f"--out must name an .html file, not {args.out}")
+    runs = _usage(load_runs, args.runs)
+    out = write_report(runs, args.out or args.runs[0] / REPORT_FILE, args.x)
+    print(out)
+    return 0
+
+
+def _usage(function: Any, *args: Any) -> Any:
+    """Call function; a ValueError it raises is the user's input, reported as one line."""
+    try:
+        return function(*args)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _target_game(target: Path) -> str:
+    """The game of a run directory or a policy file, without needing the run's policy."""
+    from atari_rl.checkpoints import CONFIG_FILE, is_run_dir, read_json
+    from atari_rl.envs import game_id
+    from atari_rl.policy import load_policy
+
+    if target.is_dir() and is_run_dir(target):
+        return game_id(read_json(target / CONFIG_FILE).get("game", ""))
+    return load_policy(target).game
+
+
+def _beside(target: Path, name: str) -> Path:
+    """Output next to what was played: inside a run directory, beside a checkpoint directory
+    (never inside it: old checkpoints are pruned) or beside a policy file."""
+    from atari_rl.checkpoints import CHECKPOINT_TENSORS, is_run_dir
+
+    if is_run_dir(target):
+        return target / name
+    if target.name == CHECKPOINT_TENSORS:
+        target = target.parent
+    return target.with_name(f"{target.stem}.{name}")
+
+
 def _config_field_names() -> set[str]:
     return {f.name for c in cfg.ALGORITHMS.values() for f in dataclasses.fields(c)} - {"algo"}
 
 
-COMMANDS = {"train": cmd_train, "presets": cmd_presets}
+COMMANDS = {"train": cmd_train, "presets": cmd_presets, "plot": cmd_plot,
+            "evaluate": cmd_evaluate, "record": cmd_record, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

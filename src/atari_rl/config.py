@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from atari_rl.cliff import parse_reaction
 from atari_rl.envs import EnvConfig, game_id
 
 EPISODE = "episode"
@@ -34,6 +35,10 @@ class RunConfig:
     repeat_first_frame: bool = True
     sticky_action_prob: float = 0.0
     log_every: int = 10_000  # agent steps between rows of metrics.csv
+    checkpoint_every: int = 500_000  # agent steps between checkpoints
+    keep_checkpoints: int = 3  # the newest ones kept, besides the best-scoring one
+    on_cliff: str = "warn"  # what a sign of collapse triggers: warn, rollback or stop
+    cliff_lr_factor: float = 0.5  # a rollback multiplies the learning rate by this
 
     def env_config(self) -> EnvConfig:
         return EnvConfig(
@@ -56,6 +61,11 @@ class RunConfig:
         _require(0.0 <= self.sticky_action_prob < 1.0, "--sticky-action-prob must be in [0, 1)")
         _require(self.noop_max >= 0, "--noop-max must be 0 or more")
         _require(self.log_every > 0, "--log-every must be a positive number of agent steps")
+        _require(self.checkpoint_every > 0,
+                 "--checkpoint-every must be a positive number of agent steps")
+        _require(self.keep_checkpoints > 0, "--keep-checkpoints must be at least 1")
+        parse_reaction(self.on_cliff)
+        _require(0.0 < self.cliff_lr_factor <= 1.0, "--cliff-lr-factor must be in (0, 1]")
         _require(self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda")
 
 
@@ -185,3 +195,73 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+@dataclass
+class DQNConfig(RunConfig):
+    """Double DQN (van Hasselt et al. 2016) with a compressed replay memory.
+
+    `train_freq`, `target_update`, `learning_starts` and `epsilon_steps` count agent steps
+    summed over the envs, so one update per `train_freq` agent steps keeps the replay ratio
+    (samples learned per step played, batch_size / train_freq) whatever `num_envs` is.
+    The defaults are `dqn-fast`; `dqn-nature` changes them back to the classic settings.
+    """
+
+    algo: str = "dqn"
+    num_envs: int = 8
+    buffer_size: int = 1_000_000  # transitions over all envs; checked against free memory
+    replay_codec: str = "zstd"  # frame compression in the replay memory: zstd, lz4 or zlib
+    learning_starts: int = 20_000  # agent steps of random play before the first update
+    batch_size: int = 64
+    train_freq: int = 8  # agent steps per update
+    target_update: int = 8_000  # agent steps between copies of the online network
+    n_steps: int = 3  # n-step returns
+    gamma: float = 0.99
+    learning_rate: float = 1e-4  # Adam
+    optimizer_eps: float = 1.5e-4
+    max_grad_norm: float = 10.0
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.01
+    epsilon_steps: int = 250_000  # agent steps of the linear decay
+    dueling: bool = False
+    compile: bool = True  # torch.compile the network (warm-up about 40 s on this CPU)
+    bf16: bool = True  # bf16 autocast for the torso on CPUs that have it; Q heads stay fp32
+    log_every: int = 10_000
+
+    def validate(self) -> None:
+        super().validate()
+        _require(isinstance(self.n_steps, int) and self.n_steps > 0,
+                 "--n-steps must be a positive integer for dqn")
+        _require(self.batch_size > 0, "--batch-size must be positive")
+        _require(self.train_freq > 0, "--train-freq must be a positive number of agent steps")
+        _require(self.target_update > 0,
+                 "--target-update must be a positive number of agent steps")
+        _require(self.learning_starts >= 0, "--learning-starts must be 0 or more")
+        _require(self.epsilon_steps >= 0, "--epsilon-steps must be 0 or more")
+        _require(0.0 <= self.epsilon_end <= 1.0 and 0.0 <= self.epsilon_start <= 1.0,
+                 "--epsilon-start and --epsilon-end must be in [0, 1]")
+        _require(0.0 < self.gamma <= 1.0, "--gamma must be in (0, 1]")
+        _require(self.learning_rate > 0, "--learning-rate must be positive")
+        _require(self.max_grad_norm > 0, "--max-grad-norm must be positive")
+        _require(self.replay_codec in ("zstd", "lz4", "zlib"),
+                 "--replay-codec must be zstd, lz4 or zlib")
+        from atari_rl.dqn import check_replay_memory  # the memory check lives with the agent
+
+        check_replay_memory(self)
+
+
+register("dqn", DQNConfig, [
+    Preset("dqn-fast", "dqn", "Double DQN for the most Breakout score per wall-clock hour on a "
+           "CPU (the default): 8 envs, 3-step returns, batch 64 every 8 steps", {}),
+    Preset("dqn-nature", "dqn", "Double DQN with the classic Nature settings (1 env, 1 M "
+           "buffer, batch 32 every 4 steps, epsilon 1 to 0.1 over 1 M steps), Adam", {
+               "num_envs": 1,
+               "learning_starts": 50_000,
+               "batch_size": 32,
+               "train_freq": 4,
+               "target_update": 10_000,
+               "n_steps": 1,
+               "epsilon_end": 0.1,
+               "epsilon_steps": 1_000_000,
+           }),
+])

@@ -136,9 +136,9 @@ class AtariPipeline:
         self._episode_score = np.zeros(n, dtype=np.float64)
         self._episode_steps = np.zeros(n, dtype=np.int64)
 
-    def reset(self) -> np.ndarray:
-        """Start a new game in every env; returns the first stacks."""
-        frames, info = self._env.reset(seed=self.config.seed)
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start a new game in every env (env i seeded with seed + i); returns the first stacks."""
+        frames, info = self._env.reset(seed=self.config.seed if seed is None else seed)
         everyone = np.ones(self.num_envs, dtype=bool)
         self._start_stacks(frames[:, 0], everyone)
         self._pending_reset[:] = False

@@ -77,10 +77,11 @@ def a2c_loss(
 
 def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
     """1 - Var(target - predicted) / Var(target): 1 is a perfect critic, 0 a constant one."""
-    variance = float(np.var(target))
-    if variance == 0.0:
-        return float("nan")
-    return 1.0 - float(np.var(target - predicted)) / variance
+    with np.errstate(all="ignore"):  # a diverging critic is reported, not warned about
+        variance = float(np.var(target))
+        if variance == 0.0 or not np.isfinite(variance):
+            return float("nan")
+        return 1.0 - float(np.var(target - predicted)) / variance
 
 
 def double_dqn_targets(

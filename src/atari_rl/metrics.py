@@ -15,12 +15,23 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
+from atari_rl.checkpoints import atomic_write
 from atari_rl.envs import Episode
 
 GAMES_COLUMNS = ["step", "env_id", "score", "length"]
+EVENTS_COLUMNS = ["step", "kind", "reaction", "detail"]
+
+
+def _nan_last(value: float) -> float:
+    return -math.inf if math.isnan(value) else value
+
+
+def _json_number(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
 class ScoreBoard:
@@ -33,6 +44,7 @@ class ScoreBoard:
         self.last100: deque[float] = deque(maxlen=100)
         self.last20: deque[float] = deque(maxlen=20)
         self.best = math.nan
+        self.best_mean100 = math.nan  # once 100 games are in: what a collapse is measured from
         self.games = 0
 
     def add(self, score: float) -> None:
@@ -40,6 +52,21 @@ class ScoreBoard:
         self.last20.append(score)
         self.best = score if math.isnan(self.best) else max(self.best, score)
         self.games += 1
+        if len(self.last100) == self.last100.maxlen:
+            self.best_mean100 = max(self.mean100, self.best_mean100, key=_nan_last)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last100": list(self.last100), "best": _json_number(self.best),
+                "best_mean100": _json_number(self.best_mean100), "games": self.games}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.last100.clear()
+        self.last100.extend(state["last100"])
+        self.last20.clear()
+        self.last20.extend(state["last100"][-20:])
+        self.best = math.nan if state["best"] is None else state["best"]
+        self.best_mean100 = math.nan if state["best_mean100"] is None else state["best_mean100"]
+        self.games = state["games"]
 
     @property
     def mean100(self) -> float:
@@ -76,6 +103,15 @@ class MetricsLogger:
             self._tensorboard.add_scalar("game/score", game.score, step)
             self._tensorboard.add_scalar("game/length", game.steps, step)
 
+    def event(self, step: int, kind: str, reaction: str, detail: str) -> None:
+        """A sign of collapse and what was done about it: events.csv, TensorBoard, stderr."""
+        events = _CsvFile(self.run_dir / "events.csv", EVENTS_COLUMNS)
+        events.writerow([step, kind, reaction, detail])
+        events.close()
+        self._tensorboard.add_text("cliff", f"{kind} ({reaction}): {detail}", step)
+        print(f"atari-rl: step {step:,}: {kind}: {detail} -> {reaction}", file=sys.stderr,
+              flush=True)
+
     def update(self, step: int, stats: dict[str, float]) -> None:
         """Add one update's statistics; write a row once log_every steps have passed."""
         for name, value in stats.items():
@@ -85,9 +121,21 @@ class MetricsLogger:
         if step >= self._next_row:
             self._write_row(step)
 
-    def close(self, step: int) -> None:
+    def flush_row(self, step: int) -> None:
+        """Write the statistics gathered so far as a row (before a checkpoint, at the end)."""
         if self._counts:
             self._write_row(step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Call right after flush_row: what a resumed run needs to log the same rows."""
+        return {"next_row": self._next_row, "scores": self.scores.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._next_row = state["next_row"]
+        self.scores.load_state_dict(state["scores"])
+
+    def close(self, step: int) -> None:
+        self.flush_row(step)
         self._tensorboard.close()
         for handle in (self._games_file, self._metrics_file):
             if handle is not None:
@@ -118,6 +166,18 @@ class MetricsLogger:
         self._sums.clear()
         self._counts.clear()
         self._next_row = step + self.log_every
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop the rows a killed run wrote after its last checkpoint, before resuming it."""
+    for name in ("metrics.csv", "games.csv", "events.csv"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines(keepends=True)
+        kept = "".join(lines[:1] + [line for line in lines[1:]
+                                    if int(line.split(",", 1)[0]) <= step])
+        atomic_write(path, lambda p, text=kept: p.write_text(text))
 
 
 class _CsvFile:

@@ -1,0 +1,264 @@
+"""Figures of a run, or of several runs overlaid, from its CSV files alone.
+
+The set is the write-up's (entropy against the uniform policy's ln(num_actions), actor and
+critic loss, episode length, rolling mean score over 100 and over 20 games, best score)
+plus the value estimate, gradient norm, learning rate, and for DQN its TD loss, Q-values
+and epsilon. A panel whose column no run has is left out, so A2C and DQN runs share the
+code. Everything is drawn with matplotlib's object API on the Agg backend: no display, no
+global pyplot state, PNG bytes out (the report embeds them without touching the disk).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atari_rl.checkpoints import CONFIG_FILE, atomic_write, is_run_dir, read_json
+from atari_rl.policy import action_names, uniform_entropy
+
+METRICS_FILE = "metrics.csv"
+GAMES_FILE = "games.csv"
+FIGURES_DIR = "figures"
+X_AXES = ("steps", "games")
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+          "#17becf", "#bcbd22", "#7f7f7f"]
+
+
+@dataclass
+class RunData:
+    """What the figures need from a run directory."""
+
+    path: Path
+    label: str
+    config: dict[str, Any]
+    metrics: dict[str, np.ndarray]  # metrics.csv by column; empty before the first row
+    games: dict[str, np.ndarray]  # per game: step, number, score, length and rolling stats
+
+    @property
+    def num_actions(self) -> int:
+        return len(action_names(self.config["game"]))
+
+    def series(self, source: str, column: str, x: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(x, y) for a column, or None when the run does not have it (or it is all NaN)."""
+        table = self.metrics if source == "metrics" else self.games
+        if column not in table or not np.isfinite(table[column]).any():
+            return None
+        if source == "metrics":
+            xs = table["step"] if x == "steps" else table.get("games")
+        else:
+            xs = table["step"] if x == "steps" else table["number"]
+        return (xs, table[column]) if xs is not None else None
+
+
+def load_run(path: Path) -> RunData:
+    """Read a run directory; ValueError with one line when it is not one."""
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    if not is_run_dir(path):
+        raise ValueError(f"{path} is not a run directory (it has no {CONFIG_FILE})")
+    config = read_json(path / CONFIG_FILE)
+    if "game" not in config:
+        raise ValueError(f"{path / CONFIG_FILE} does not name a game")
+    action_names(config["game"])  # an unknown game fails here, with its own message
+    metrics = read_csv(path / METRICS_FILE)
+    games = game_series(read_csv(path / GAMES_FILE))
+    return RunData(path=path, label=path.name, config=config, metrics=metrics, games=games)
+
+
+def read_csv(path: Path) -> dict[str, np.ndarray]:
+    """Columns of a CSV of numbers as float arrays (empty cells and 'nan' become NaN)."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    if len(rows) < 2:
+        return {}
+    header, body = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]
+    return {name: np.array([_number(r[i]) for r in body]) for i, name in enumerate(header)}
+
+
+def game_series(games: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-game rolling means over 100 and 20 games and the best score so far.
+
+    Computed from games.csv rather than read from metrics.csv, so they exist for every game
+    and on a games axis; like the training ScoreBoard, early means average what there is.
+    """
+    if "score" not in games or len(games["score"]) == 0:
+        return {}
+    score, length = games["score"], games["length"]
+    return {
+        "step": games["step"],
+        "number": np.arange(1, len(score) + 1, dtype=np.float64),
+        "score": score,
+        "length": length,
+        "mean100": rolling_mean(score, 100),
+        "mean20": rolling_mean(score, 20),
+        "best": np.maximum.accumulate(score),
+        "length_mean100": rolling_mean(length, 100),
+    }
+
+
+def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last `window` values at each point (fewer at the start)."""
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
+@dataclass(frozen=True)
+class Panel:
+    column: str
+    ylabel: str
+    source: str = "metrics"  # or "games" (the series of `game_series`)
+    log: bool = False
+    reference: str = ""  # "uniform entropy" or "uniform probability": a dashed line
+    dots: str = ""  # a raw per-game column drawn faintly under the line
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    name: str
+    title: str
+    panels: tuple[Panel, ...]
+
+
+FIGURES = (
+    FigureSpec("score", "Score: rolling mean over the last 100 and the last 20 games", (
+        Panel("mean100", "points per game\n(mean of last 100)", "games"),
+        Panel("mean20", "points per game\n(mean of last 20)", "games"),
+    )),
+    FigureSpec("best_score", "Best game score so far", (
+        Panel("best", "points", "games"),
+    )),
+    FigureSpec("episode_length", "Game length (all lives)", (
+        Panel("length_mean100", "agent steps per game\n(dots: each game; line: mean of 100)",
+              "games", dots="length"),
+    )),
+    FigureSpec("entropy", "Policy entropy: at the dashed line the policy is uniform", (
+        Panel("entropy", "entropy (nats)", reference="uniform entropy"),
+        Panel("max_action_prob", "probability of the\nlikeliest action",
+              reference="uniform probability"),
+    )),
+    FigureSpec("losses", "Losses (the critic's and the TD loss on a log scale)", (
+        Panel("actor_loss", "actor loss"),
+        Panel("critic_loss", "critic loss\n(squared return error)", log=True),
+        Panel("td_loss", "TD loss", log=True),
+    )),
+    FigureSpec("value", "Value estimates", (
+        Panel("value_mean", "mean V(s)\n(clipped-reward units)"),
+        Panel("q_mean", "mean Q(s, a)\n(clipped-reward units)"),
+        Panel("explained_variance", "explained variance\nof the returns"),
+    )),
+    FigureSpec("grad_norm", "Gradient norm (L2, before clipping)", (
+        Panel("grad_norm", "gradient norm", log=True),
+    )),
+    FigureSpec("learning_rate", "Learning rate", (Panel("learning_rate", "learning rate"),)),
+    FigureSpec("epsilon", "Exploration epsilon", (Panel("epsilon", "epsilon"),)),
+    FigureSpec("speed", "Training speed", (Panel("steps_per_s", "agent steps per second"),)),
+)
+
+
+def label_runs(runs: list[RunData]) -> None:
+    """Legend labels: the directory names, plus the settings that differ between the runs."""
+    names = [r.path.name for r in runs]
+    if len(set(names)) < len(names):
+        names = [f"{r.path.parent.name}/{r.path.name}" for r in runs]
+    differing = [key for key in runs[0].config
+                 if len({str(r.config.get(key)) for r in runs}) > 1] if len(runs) > 1 else []
+    for run, name in zip(runs, names, strict=True):
+        settings = ", ".join(f"{k}={run.config.get(k)}" for k in differing[:3])
+        run.label = f"{name} ({settings})" if settings else name
+
+
+def render_figures(runs: list[RunData], x: str = "steps") -> dict[str, bytes]:
+    """PNG bytes of every figure that some run has data for, by file name."""
+    if x not in X_AXES:
+        raise ValueError(f"--x must be steps or games, not '{x}'")
+    figures = {}
+    for spec in FIGURES:
+        png = _render(spec, runs, x)
+        if png is not None:
+            figures[f"{spec.name}.png"] = png
+    return figures
+
+
+def write_figures(runs: list[RunData], out_dir: Path, x: str = "steps") -> list[Path]:
+    """Render the figures and write them into out_dir, each file atomically."""
+    figures = render_figures(runs, x)
+    paths = []
+    for name, png in figures.items():
+        path = out_dir / name
+        atomic_write(path, lambda p, png=png: p.write_bytes(png))
+        paths.append(path)
+    return paths
+
+
+def _render(spec: FigureSpec, runs: list[RunData], x: str) -> bytes | None:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    panels = [p for p in spec.panels if any(r.series(p.source, p.column, x) for r in runs)]
+    if not panels:
+        return None
+    figure = Figure(figsize=(9, 0.8 + 2.6 * len(panels)), dpi=100, layout="constrained")
+    axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, panel in zip(axes, panels, strict=True):
+        for i, run in enumerate(runs):
+            _draw(ax, panel, run, x, COLORS[i % len(COLORS)])
+        _draw_reference(ax, panel, runs)
+        ax.set_ylabel(panel.ylabel)
+        if panel.log:
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        if len(runs) > 1 or panel.reference:
+            ax.legend(fontsize="small", loc="best")
+    axes[-1].set_xlabel("agent steps (4 frames each, summed over envs)" if x == "steps"
+                        else "games played (all lives)")
+    if x == "steps":
+        axes[-1].xaxis.set_major_formatter(EngFormatter())
+    figure.suptitle(spec.title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _draw(ax: Any, panel: Panel, run: RunData, x: str, color: str) -> None:
+    series = run.series(panel.source, panel.column, x)
+    if series is None:
+        return
+    xs, ys = series
+    if panel.log:
+        ys = np.where(ys > 0, ys, np.nan)
+    if panel.dots:
+        dots = run.series(panel.source, panel.dots, x)
+        if dots is not None:
+            ax.scatter(*dots, s=9, color=color, alpha=0.45, linewidths=0)
+    ax.plot(xs, ys, color=color, linewidth=1.4, label=run.label)
+
+
+def _draw_reference(ax: Any, panel: Panel, runs: list[RunData]) -> None:
+    """The uniform policy: entropy ln(A) nats, or probability 1/A, for each game's A."""
+    if not panel.reference:
+        return
+    for num_actions in sorted({r.num_actions for r in runs}):
+        if panel.reference == "uniform entropy":
+            value = uniform_entropy(num_actions)
+            text = f"uniform policy: ln {num_actions} = {value:.3f}"
+        else:
+            value = 1.0 / num_actions
+            text = f"uniform policy: 1/{num_actions} = {value:.3f}"
+        ax.axhline(value, color="black", linestyle="--", linewidth=1.0, label=text)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan

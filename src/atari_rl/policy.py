@@ -1,0 +1,251 @@
+"""Trained policies, loaded for playing from a run directory or a .safetensors file.
+
+Evaluation, videos and anyone's own script load a policy the same way: `load_policy(path)`.
+Loading reads safetensors and JSON only, never pickle, so a policy file from a stranger
+cannot run code. What the file holds decides what is built: the metadata (algo, game,
+num_actions) written by training, and else the tensor names (A2C's `policy.*` head or DQN's
+`advantage.*` head, with `value.*` when the DQN is dueling).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from atari_rl.checkpoints import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_STATE,
+    CHECKPOINT_TENSORS,
+    CONFIG_FILE,
+    FINAL_POLICY,
+    is_run_dir,
+    read_json,
+)
+from atari_rl.envs import game_id
+from atari_rl.networks import ActorCritic, QNetwork
+
+A2C = "a2c"
+DQN = "dqn"
+EVAL_EPSILON = 0.01  # the Nature DQN evaluation protocol's epsilon
+_FIRST_CONV = "torso.0.weight"
+_PREFERRED_PREFIXES = ("", "online.", "network.", "_orig_mod.")  # online: DQN's, not its target
+
+
+class PolicyError(ValueError):
+    """A path that holds no policy we can load; the message is one line saying why."""
+
+
+@cache
+def action_names(game: str) -> tuple[str, ...]:
+    """The game's minimal action set as named by ALE (NOOP, FIRE, RIGHT, LEFT for Breakout).
+
+    Training plays the minimal set, so its size is the policy's number of actions.
+    """
+    import ale_py
+    from ale_py import roms
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+    ale = ale_py.ALEInterface()
+    ale.loadROM(roms.get_rom_path(game_id(game)))
+    return tuple(action.name for action in ale.getMinimalActionSet())
+
+
+def uniform_entropy(num_actions: int) -> float:
+    """Entropy of the uniform policy in nats, ln(num_actions): the ceiling entropy can reach."""
+    return math.log(num_actions)
+
+
+@dataclass
+class Policy:
+    """A network that chooses actions for uint8 stacks [B, 4, 84, 84], as in training.
+
+    `act(obs, greedy=False)` is epsilon-greedy with `epsilon` (0.01, the Nature DQN
+    evaluation protocol) for both algorithms, so that an agent stuck in a loop gets out;
+    `rng` makes those draws reproducible.
+    """
+
+    algo: str
+    game: str
+    num_actions: int
+    network: nn.Module
+    source: Path
+    epsilon: float = EVAL_EPSILON
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        return action_names(self.game)
+
+    @property
+    def values_label(self) -> str:
+        """What `action_values` returns, for axis labels and video captions."""
+        return "action probabilities" if self.algo == A2C else "Q-values"
+
+    @torch.inference_mode()
+    def action_values(self, obs: np.ndarray) -> np.ndarray:
+        """float32 [B, A]: action probabilities (A2C, softmax of the logits) or Q-values (DQN)."""
+        output = self.network(torch.from_numpy(_check_obs(obs)))
+        if self.algo == A2C:
+            return torch.softmax(output[0].float(), dim=1).numpy()
+        return output.float().numpy()
+
+    def act(self, obs: np.ndarray, greedy: bool = True) -> np.ndarray:
+        """int64 [B]: the best action of each stack, or epsilon-greedy when greedy is False."""
+        actions = self.action_values(obs).argmax(axis=1).astype(np.int64)
+        if not greedy and self.epsilon > 0:
+            explore = self.rng.random(len(actions)) < self.epsilon
+            actions[explore] = self.rng.integers(0, self.num_actions, int(explore.sum()))
+        return actions
+
+
+@dataclass
+class RandomPolicy:
+    """Uniformly random actions: the baseline every result is compared with."""
+
+    game: str
+    num_actions: int
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    algo: str = "random"
+    values_label: str = "action probabilities"
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        return action_names(self.game)
+
+    def action_values(self, obs: np.ndarray) -> np.ndarray:
+        return np.full((len(obs), self.num_actions), 1.0 / self.num_actions, dtype=np.float32)
+
+    def act(self, obs: np.ndarray, greedy: bool = True) -> np.ndarray:
+        return self.rng.integers(0, self.num_actions, len(obs)).astype(np.int64)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the small batches of play (1 to 16 stacks) on one torch thread.
+
+    With the emulator threads busy on a loaded 2-core machine, two torch threads took
+    77 ms per batch of 2 stacks and one thread 0.6 ms: the threads only fought each other.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def load_policy(path: str | Path) -> Policy:
+    """The policy of a run directory (policy.safetensors + config.json), of one of its
+    checkpoints (RUN/checkpoints/step-N/, whose network tensors are prefixed `network.`),
+    or of a .safetensors file whose metadata names the algorithm and game.
+
+    Raises PolicyError, a ValueError, with one line naming the problem.
+    """
+    path = Path(path)
+    file, config = _locate(path)
+    tensors, meta = _read_safetensors(file)
+    tensors = _strip_prefix(tensors, file)
+    algo = meta.get("algo") or config.get("algo") or _algo_from_names(tensors)
+    game = meta.get("game") or config.get("game")
+    if not game:
+        raise PolicyError(f"{file} does not say which game it plays (no 'game' in its metadata)")
+    try:
+        game = game_id(game)
+    except ValueError as error:
+        raise PolicyError(f"{file}: {error}") from None
+    network, num_actions = _build_network(algo, tensors, file)
+    if meta.get("num_actions") and int(meta["num_actions"]) != num_actions:
+        raise PolicyError(f"{file} says num_actions={meta['num_actions']} but its head has "
+                          f"{num_actions} outputs")
+    if num_actions != len(action_names(game)):
+        raise PolicyError(f"{file} has {num_actions} actions but {game} has "
+                          f"{len(action_names(game))}")
+    return Policy(algo=algo, game=game, num_actions=num_actions, network=network, source=path)
+
+
+def _locate(path: Path) -> tuple[Path, dict]:
+    """The tensor file and what says which algorithm and game (a run's or checkpoint's JSON)."""
+    if path.name == CHECKPOINT_TENSORS and (path.parent / CHECKPOINT_STATE).is_file():
+        path = path.parent  # a checkpoint's tensors: read its state.json too
+    if path.is_dir():
+        if (path / CHECKPOINT_TENSORS).is_file():  # RUN/checkpoints/step-N/
+            state = path / CHECKPOINT_STATE
+            return path / CHECKPOINT_TENSORS, read_json(state) if state.is_file() else {}
+        if not is_run_dir(path):
+            raise PolicyError(f"{path} is not a run directory (it has no {CONFIG_FILE})")
+        file = path / FINAL_POLICY
+        if not file.is_file():
+            raise PolicyError(f"run {path} has no {FINAL_POLICY} yet: training writes it when "
+                              f"it ends (a checkpoint in {path / CHECKPOINT_DIR} can be given "
+                              f"instead)")
+        return file, read_json(path / CONFIG_FILE)
+    if not path.exists():
+        raise PolicyError(f"{path} does not exist")
+    if path.suffix != ".safetensors":
+        raise PolicyError(f"{path} is neither a run directory nor a .safetensors file")
+    return path, {}
+
+
+def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            return {name: handle.get_tensor(name) for name in handle.keys()}, meta  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise PolicyError(f"{file} is not a readable safetensors file ({error})") from None
+
+
+def _strip_prefix(tensors: dict[str, torch.Tensor], file: Path) -> dict[str, torch.Tensor]:
+    """The network's own names, for checkpoints that nest it (e.g. `online.torso.0.weight`)."""
+    prefixes = [name[: -len(_FIRST_CONV)] for name in tensors if name.endswith(_FIRST_CONV)]
+    if not prefixes:
+        raise PolicyError(f"{file} holds no Nature-CNN network (no tensor named {_FIRST_CONV})")
+    chosen = next((p for p in _PREFERRED_PREFIXES if p in prefixes), prefixes[0])
+    if chosen not in _PREFERRED_PREFIXES and len(prefixes) > 1:
+        raise PolicyError(f"{file} holds several networks ({', '.join(prefixes)}): "
+                          f"cannot tell which one plays")
+    return {name[len(chosen):]: t for name, t in tensors.items() if name.startswith(chosen)}
+
+
+def _algo_from_names(tensors: dict[str, torch.Tensor]) -> str:
+    if "policy.weight" in tensors:
+        return A2C
+    if "advantage.weight" in tensors:
+        return DQN
+    raise PolicyError("cannot tell the algorithm: no metadata and neither a policy head "
+                      "(A2C) nor an advantage head (DQN)")
+
+
+def _build_network(algo: str, tensors: dict[str, torch.Tensor],
+                   file: Path) -> tuple[nn.Module, int]:
+    in_frames = tensors[_FIRST_CONV].shape[1]
+    if algo == A2C and "policy.weight" in tensors:
+        num_actions = tensors["policy.weight"].shape[0]
+        network: nn.Module = ActorCritic(num_actions, in_frames)
+    elif algo == DQN and "advantage.weight" in tensors:
+        num_actions = tensors["advantage.weight"].shape[0]
+        network = QNetwork(num_actions, in_frames, dueling="value.weight" in tensors)
+    else:
+        raise PolicyError(f"{file} is labelled '{algo}' but does not hold that network")
+    try:
+        network.load_state_dict(tensors)
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise PolicyError(f"{file} does not match the {algo} network: {first_line}") from None
+    return network.eval(), num_actions
+
+
+def _check_obs(obs: np.ndarray) -> np.ndarray:
+    if obs.dtype != np.uint8 or obs.ndim != 4:
+        raise ValueError(f"observations must be uint8 [batch, frames, 84, 84], not "
+                         f"{obs.dtype} {list(obs.shape)}")
+    return np.ascontiguousarray(obs)

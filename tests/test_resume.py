@@ -1,0 +1,86 @@
+"""Checkpoints and resume: a run killed with SIGKILL and resumed equals one never interrupted."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from atari_rl.checkpoints import list_checkpoints, load_checkpoint, load_tensors
+
+SHORT_RUN = ["--steps", "3200", "--num-envs", "4", "--no-compile", "--checkpoint-every", "800",
+             "--log-every", "400", "--seed", "3", "--torch-threads", "1", "--env-threads", "1"]
+
+
+def train_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "atari_rl.cli", "train", *args]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(train_command(*args), capture_output=True, text=True, timeout=300)
+
+
+def rows_without_timing(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return [{k: v for k, v in row.items() if k != "steps_per_s"} for row in
+                csv.DictReader(handle)]
+
+
+def kill_after_checkpoints(run_dir: Path, count: int, *args: str) -> None:
+    process = subprocess.Popen(train_command(*args), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(list_checkpoints(run_dir)) < count and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.parametrize("algo", ["a2c"])
+def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, algo):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run(*SHORT_RUN, "--algo", algo, "--run-dir", str(straight)).returncode == 0
+    kill_after_checkpoints(killed, 2, *SHORT_RUN, "--algo", algo, "--run-dir", str(killed))
+    resumed = run("--resume", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("metrics.csv", "games.csv"):
+        assert rows_without_timing(killed / name) == rows_without_timing(straight / name), name
+    ours, theirs = (load_tensors(d / "policy.safetensors") for d in (killed, straight))
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+
+
+def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(train_command(*SHORT_RUN, "--steps", "400000", "--run-dir",
+                                             str(run_dir)), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "metrics.csv").exists():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "--resume" in err.strip().splitlines()[-1]
+    latest = list_checkpoints(run_dir)[-1]
+    _, state = load_checkpoint(latest)
+    assert state["reason"] == "signal"
+    resumed = run("--resume", str(run_dir), "--steps", str(state["step"] + 800))
+    assert resumed.returncode == 0, resumed.stderr
+    assert list_checkpoints(run_dir)[-1].name > latest.name
+
+
+def test_only_the_last_checkpoints_and_the_best_are_kept(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run(*SHORT_RUN, "--keep-checkpoints", "2", "--run-dir", str(run_dir)).returncode == 0
+    names = [p.name for p in list_checkpoints(run_dir)]
+    assert names[-2:] == ["step-000000002400", "step-000000003200"]
+    assert len(names) <= 3
