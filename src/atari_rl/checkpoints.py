@@ -138,12 +138,12 @@ def best_checkpoint(run_dir: Path) -> Path | None:
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and state of a checkpoint directory; CheckpointError if it is damaged."""
     advice = f"delete {path} to resume from the checkpoint before it"
+    for name in (CHECKPOINT_STATE, CHECKPOINT_TENSORS):
+        if not (path / name).is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete ({name} missing): {advice}")
     try:
         state = read_json(path / CHECKPOINT_STATE)
         tensors = load_tensors(path / CHECKPOINT_TENSORS)
-    except FileNotFoundError as error:
-        raise CheckpointError(f"checkpoint {path} is incomplete ({Path(error.filename).name} "
-                              f"missing): {advice}") from None
     except Exception as error:  # safetensors and json report damage in many ways
         raise CheckpointError(f"checkpoint {path} is corrupt ({type(error).__name__}): "
                               f"{advice}") from None

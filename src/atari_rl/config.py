@@ -78,7 +78,7 @@ class A2CConfig(RunConfig):
     max_rollout_steps: int = 2_000  # bounds memory when n_steps is "episode"
     gamma: float = 0.99
     learning_rate: float = 7e-4
-    lr_schedule: str = "constant"  # constant, or linear decay to 0 over the run
+    lr_schedule: str = "linear"  # linear decay to 0 over the run (as OpenAI baselines), or constant
     optimizer: str = "rmsprop"  # rmsprop as in A3C, or adam
     rmsprop_alpha: float = 0.99
     optimizer_eps: float = 1e-5
