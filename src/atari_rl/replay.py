@@ -1,0 +1,319 @@
+"""Replay memory of Double DQN: each frame stored once, compressed; stacks rebuilt when sampled.
+
+Why it is built this way:
+
+- A transition kept as two stacks of four 84x84 frames is 56 KB, so 1 M of them need 56 GB.
+  Consecutive transitions share all but one frame, so every frame is stored once and the
+  stacks of s and s' are rebuilt at sampling time, repeating the episode's first frame
+  where a stack would reach past it, exactly as `AtariPipeline` builds them.
+- Frames are compressed with zstd (level 3). On 16,000 real Breakout frames it took 285
+  bytes per frame, 5 us to compress and 3 us to decompress; zlib level 1 took 348 bytes,
+  15 and 8 us; lz4 400 bytes, 2 and 1 us. zstd is the smallest and nearly as fast as lz4
+  (benchmarks/replay_memory.py --codec compares them inside the memory).
+- Each env of the vector env has its own ring, so its frames are consecutive in time and a
+  stack is a run of neighbouring indices. Indices are absolute step counts (slot = index
+  % slots), which makes "still in memory" a single comparison against the ring's oldest.
+- Memory is a fixed budget, allocated up front: per env, a byte arena of `frame_budget`
+  bytes per slot, written as a circular log. A frame that needs room evicts the oldest
+  frames, so a game whose frames compress worse keeps fewer transitions instead of using
+  more memory, and `bytes_estimate` holds as an upper bound for the whole run. The budget
+  is slack on purpose: frames that vary in size rarely evict before the slot ring does,
+  and a long run, whose log sweeps the whole arena, settles at the estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from os import PathLike
+from typing import Any
+
+import numpy as np
+import psutil
+
+from atari_rl.envs import FRAME_SHAPE, Step
+
+FRAME_BYTES = FRAME_SHAPE[0] * FRAME_SHAPE[1]
+# 1.8x zstd's mean on Breakout; 1 M transitions then need 0.57 GB in all.
+FRAME_BUDGET = 512
+# Memory besides the stored frames: the codec's contexts (zstd's level-3 compressor takes
+# 8 MB) and the frames of a batch being sampled, for batches of up to 256.
+WORKSPACE_BYTES = 32 * 2**20
+# Rejection rounds before sampling enumerates the valid transitions; almost all are valid
+# once the memory holds a few episodes, so one round nearly always suffices.
+_REJECTION_ROUNDS = 16
+
+# One record per frame slot. The transition that led to a frame is kept in the frame's slot.
+_SLOT = np.dtype([
+    ("action", np.uint8),
+    ("reward", np.float32),
+    ("terminated", np.bool_),
+    ("truncated", np.bool_),
+    ("first", np.bool_),  # starts an episode: no transition leads to this frame
+    ("episode_start", np.int64),  # absolute index of the episode's first frame
+    ("offset", np.int64),  # where the compressed frame lies in the env's arena
+    ("length", np.uint16),  # FRAME_BYTES means stored raw: compression did not help
+])
+_NOTHING_TO_SAMPLE = "replay memory has no complete transition to sample yet"
+_CONFIG = ("capacity", "num_envs", "frame_stack", "n_step", "gamma", "codec", "frame_budget")
+
+Codec = tuple[Callable[[bytes], bytes], Callable[[Any], bytes]]
+
+
+class MemoryBudgetError(ValueError):
+    """The configured replay memory does not fit in the memory this machine has free."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Transitions ready for the Double DQN target: returns + discounts * Q(next_obs)."""
+
+    obs: np.ndarray  # uint8 [B, frame_stack, 84, 84]
+    actions: np.ndarray  # int64 [B]
+    returns: np.ndarray  # float32 [B]: discounted rewards of the (possibly cut) n-step window
+    next_obs: np.ndarray  # uint8 [B, frame_stack, 84, 84]: the stack n' <= n steps later
+    discounts: np.ndarray  # float32 [B]: gamma ** n', 0 when the episode terminated
+
+
+def make_codec(name: str) -> Codec:
+    """Compressor and decompressor of one 84x84 frame; lz4 and zstd imported only when used."""
+    if name == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=3).compress, zstandard.ZstdDecompressor().decompress
+    if name == "lz4":
+        import lz4.block
+
+        return (partial(lz4.block.compress, store_size=False),
+                partial(lz4.block.decompress, uncompressed_size=FRAME_BYTES))
+    if name == "zlib":
+        return partial(zlib.compress, level=1), zlib.decompress
+    raise ValueError(f"unknown codec '{name}': use zstd, lz4 or zlib")
+
+
+def check_fits(capacity: int, num_envs: int, frame_budget: int = FRAME_BUDGET,
+               available: int | None = None) -> int:
+    """Refuse, before any training, a memory the machine cannot hold; returns its bytes."""
+    need = ReplayMemory.bytes_estimate(capacity, num_envs, frame_budget)
+    if available is None:
+        available = psutil.virtual_memory().available
+    if need > available:
+        raise MemoryBudgetError(
+            f"replay memory of {capacity:,} transitions needs {need / 1e9:.2f} GB but only "
+            f"{available / 1e9:.2f} GB is available: lower --buffer-size"
+        )
+    return need
+
+
+class ReplayMemory:
+    """Uniform replay of n-step transitions from a vector of Atari envs.
+
+    Feed it what `AtariPipeline` produces: `observe_reset(pipeline.reset())`, then
+    `observe(step)` after every `pipeline.step`. `capacity` counts transitions over all envs
+    (each env's ring holds capacity // num_envs frames, episode-start frames included).
+    """
+
+    def __init__(self, capacity: int, num_envs: int, frame_stack: int = 4, n_step: int = 1,
+                 gamma: float = 0.99, codec: str = "zstd", frame_budget: int = FRAME_BUDGET,
+                 seed: int = 0):
+        self.capacity, self.num_envs = capacity, num_envs
+        self.frame_stack, self.n_step, self.gamma = frame_stack, n_step, gamma
+        self.codec, self.frame_budget = codec, frame_budget
+        self.slots = capacity // num_envs
+        # Room for one transition's frames even if none compresses, plus the arena's tail
+        # that a wrap can leave unused.
+        needed = frame_stack + n_step + 1
+        min_slots = max(needed, -(-needed * FRAME_BYTES // frame_budget))
+        if self.slots < min_slots:
+            raise ValueError(f"replay capacity {capacity:,} is too small for {num_envs} envs: "
+                             f"use at least {num_envs * min_slots:,}")
+        check_fits(capacity, num_envs, frame_budget)
+        self._compress, self._decompress = make_codec(codec)
+        self._rng = np.random.default_rng(seed)
+        # np.zeros maps pages lazily: resident memory grows with use, up to the estimate.
+        self._arena = np.zeros((num_envs, self.slots * frame_budget), np.uint8)
+        self._meta = np.zeros((num_envs, self.slots), _SLOT)
+        self._lo = np.zeros(num_envs, np.int64)  # oldest frame still in memory, per env
+        self._head = np.zeros(num_envs, np.int64)  # where the next frame is written
+        self._episode_start = np.zeros(num_envs, np.int64)
+        self._t = 0  # absolute index of the next frame, the same in every env
+        self._stored = 0
+
+    @staticmethod
+    def bytes_estimate(capacity: int, num_envs: int, frame_budget: int = FRAME_BUDGET) -> int:
+        """Upper bound on the memory's resident bytes: everything is allocated up front."""
+        slots = capacity // num_envs
+        return num_envs * slots * (frame_budget + _SLOT.itemsize) + WORKSPACE_BYTES
+
+    def __len__(self) -> int:
+        """Transitions stored (some of the oldest may lack frames for their stack)."""
+        return self._stored
+
+    def observe_reset(self, obs: np.ndarray) -> None:
+        """Start an episode in every env from the stacks `AtariPipeline.reset()` returned."""
+        everyone = np.ones(self.num_envs, dtype=bool)
+        nothing = np.zeros(self.num_envs, dtype=bool)
+        self._append(obs[:, -1], everyone, np.zeros(self.num_envs), np.zeros(self.num_envs),
+                     nothing, nothing)
+
+    def observe(self, step: Step) -> None:
+        """Store one step of every env; rows flagged `first` start a new episode."""
+        self._append(step.frame, step.first, step.actions, step.reward, step.terminated,
+                     step.truncated)
+
+    def sample(self, batch_size: int) -> Batch:
+        """Uniform over the transitions whose frames and n-step window are all in memory."""
+        env, k, steps = self._draw(batch_size)
+        meta, n, fs = self._meta, self.n_step, self.frame_stack
+        slot = k % self.slots
+        start = meta["episode_start"][env, slot][:, None]
+        behind = np.arange(fs) - fs
+        # s ends at frame k - 1, s' at frame k + steps - 1; neither reaches before `start`.
+        obs_idx = np.maximum(start, k[:, None] + behind)
+        next_idx = np.maximum(start, (k + steps)[:, None] + behind)
+        frames, inverse = self._frames(env, np.concatenate([obs_idx, next_idx], axis=1))
+        window = (k[:, None] + np.arange(n)) % self.slots
+        weights = self.gamma ** np.arange(n) * (np.arange(n) < steps[:, None])
+        returns = (meta["reward"][env[:, None], window] * weights).sum(axis=1)
+        terminated = meta["terminated"][env, (k + steps - 1) % self.slots]
+        return Batch(
+            obs=frames[inverse[:, :fs]],
+            actions=meta["action"][env, slot].astype(np.int64),
+            returns=returns.astype(np.float32),
+            next_obs=frames[inverse[:, fs:]],
+            discounts=np.where(terminated, 0.0, self.gamma ** steps).astype(np.float32),
+        )
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Plain arrays (views, not copies) and a JSON header: loadable without pickle."""
+        header = {name: getattr(self, name) for name in _CONFIG}
+        header |= {"t": self._t, "stored": self._stored, "rng": self._rng.bit_generator.state}
+        return {"header": np.array(json.dumps(header)), "arena": self._arena, "meta": self._meta,
+                "lo": self._lo, "head": self._head, "episode_start": self._episode_start}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, np.ndarray]) -> ReplayMemory:
+        """Takes the arrays over without copying them: a restore needs no second arena."""
+        header = json.loads(str(state["header"]))
+        memory = cls(**{name: header[name] for name in _CONFIG})
+        for name in ("arena", "meta", "lo", "head", "episode_start"):
+            mine, saved = getattr(memory, f"_{name}"), state[name]
+            if saved.shape != mine.shape or saved.dtype != mine.dtype:
+                raise ValueError(f"saved replay memory: '{name}' does not match its header")
+            setattr(memory, f"_{name}", saved)
+        memory._t, memory._stored = header["t"], header["stored"]
+        memory._rng.bit_generator.state = header["rng"]
+        return memory
+
+    def save(self, path: str | PathLike) -> None:
+        with open(path, "wb") as file:
+            np.savez(file, **self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | PathLike) -> ReplayMemory:
+        with np.load(path, allow_pickle=False) as saved:
+            return cls.from_state_dict(saved)
+
+    def _append(self, frames: np.ndarray, first: np.ndarray, actions: np.ndarray,
+                rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
+        t, slot = self._t, self._t % self.slots
+        for env in range(self.num_envs):
+            if t - self._lo[env] == self.slots:
+                self._evict(env)
+            self._write_frame(env, slot, frames[env])
+        self._episode_start[first] = t
+        record = self._meta[:, slot]
+        record["action"] = np.where(first, 0, actions)
+        record["reward"] = np.where(first, 0.0, rewards)
+        record["terminated"] = terminated & ~first
+        record["truncated"] = truncated & ~first
+        record["first"] = first
+        record["episode_start"] = self._episode_start
+        self._stored += int(np.count_nonzero(~first))
+        self._t += 1
+
+    def _write_frame(self, env: int, slot: int, frame: np.ndarray) -> None:
+        """Append to the env's circular byte log, evicting the oldest frames in the way."""
+        raw = frame.tobytes()
+        data = self._compress(raw)
+        if len(data) >= FRAME_BYTES:
+            data = raw
+        size, head = len(data), int(self._head[env])
+        offsets = self._meta["offset"][env]
+        if head + size > self._arena.shape[1]:  # no room before the end: wrap to the start
+            while self._lo[env] < self._t and offsets[self._lo[env] % self.slots] >= head:
+                self._evict(env)
+            head = 0
+        while (self._lo[env] < self._t
+               and head <= offsets[self._lo[env] % self.slots] < head + size):
+            self._evict(env)
+        self._arena[env, head:head + size] = np.frombuffer(data, np.uint8)
+        offsets[slot] = head
+        self._meta["length"][env, slot] = size
+        self._head[env] = head + size
+
+    def _evict(self, env: int) -> None:
+        if not self._meta["first"][env, self._lo[env] % self.slots]:
+            self._stored -= 1
+        self._lo[env] += 1
+
+    def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rejection sampling: uniform proposals over the ring, keeping the valid ones."""
+        if not self._stored:
+            raise ValueError(_NOTHING_TO_SAMPLE)
+        low = max(0, self._t - self.slots)
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        need = batch_size
+        for _ in range(_REJECTION_ROUNDS):
+            env = self._rng.integers(0, self.num_envs, 2 * need)
+            k = self._rng.integers(low, self._t, 2 * need)
+            valid, steps = self._check(env, k)
+            chosen = np.flatnonzero(valid)[:need]
+            parts.append((env[chosen], k[chosen], steps[chosen]))
+            need -= len(chosen)
+            if need == 0:
+                break
+        else:  # few valid transitions: pick among all of them
+            env, k = np.divmod(np.arange(self.num_envs * (self._t - low)), self._t - low)
+            valid, steps = self._check(env, k + low)
+            if not valid.any():
+                raise ValueError(_NOTHING_TO_SAMPLE)
+            chosen = self._rng.choice(np.flatnonzero(valid), need)
+            parts.append((env[chosen], k[chosen] + low, steps[chosen]))
+        env, k, steps = (np.concatenate(part) for part in zip(*parts, strict=True))
+        return env, k, steps
+
+    def _check(self, env: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which transitions (leading to frame k of env) can be sampled, and their n'."""
+        meta, n = self._meta, self.n_step
+        start = meta["episode_start"][env, k % self.slots]
+        valid = np.maximum(start, k - self.frame_stack) >= self._lo[env]
+        window = k[:, None] + np.arange(n)
+        records = meta[env[:, None], window % self.slots]
+        inside = window < self._t
+        ended = (records["terminated"] | records["truncated"]) & inside
+        steps = np.where(ended.any(axis=1), ended.argmax(axis=1) + 1, n)
+        # The window must lie in one episode (which also rules out k itself being a first
+        # frame) and in the frames written so far, up to its end.
+        complete = (inside & ~records["first"]) | (np.arange(n) >= steps[:, None])
+        return valid & complete.all(axis=1), steps
+
+    def _frames(self, env: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decompress each needed frame once; `inverse` maps idx to rows of the frames."""
+        unique, inverse = np.unique(env[:, None] * self.slots + idx % self.slots,
+                                    return_inverse=True)
+        envs, slots = np.divmod(unique, self.slots)
+        records = self._meta[envs, slots]
+        data = b"".join(
+            self._decode(self._arena[e, offset:offset + length])
+            for e, offset, length in zip(envs.tolist(), records["offset"].tolist(),
+                                         records["length"].tolist(), strict=True)
+        )
+        frames = np.frombuffer(data, np.uint8).reshape(-1, *FRAME_SHAPE)
+        return frames, inverse.reshape(idx.shape)
+
+    def _decode(self, data: np.ndarray) -> bytes | np.ndarray:
+        return data if len(data) == FRAME_BYTES else self._decompress(data)
