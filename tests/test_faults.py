@@ -45,7 +45,7 @@ def test_resume_of_a_directory_that_is_not_a_run(tmp_path, capsys):
 
 def test_resume_with_changed_settings_is_refused(finished_run, capsys):
     assert main(["train", "--resume", str(finished_run), "--entropy-coef", "0.5"]) == 2
-    assert "only --steps may be given" in one_line_error(capsys)
+    assert "only --steps, --torch-threads and --env-threads" in one_line_error(capsys)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])

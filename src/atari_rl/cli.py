@@ -18,6 +18,9 @@ from atari_rl import config as cfg
 
 USAGE_ERROR = 2
 CLIFF_STOP = 3
+# What may change when a run is resumed: the budget, and how the machine's cores are used.
+RESUME_OPTIONS = {"steps", "torch_threads", "env_threads"}
+PRETRAINED_OUTPUT = "runs/pretrained"
 
 
 class UsageError(Exception):
@@ -92,6 +95,7 @@ def _add_analysis_commands(commands: Any) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="score a policy over N whole games under a stated protocol")
     evaluate.add_argument("target", nargs="?", type=Path, metavar="RUN_DIR|CHECKPOINT")
+    _add_pretrained_option(evaluate)
     evaluate.add_argument("--games", type=int, default=100, help="games to play (default 100)")
     evaluate.add_argument("--num-envs", type=int, default=8,
                           help="parallel envs; each plays its share of the games (default 8)")
@@ -105,7 +109,8 @@ def _add_analysis_commands(commands: Any) -> None:
 
     record = commands.add_parser(
         "record", help="MP4 of whole games with the agent's action values beside the screen")
-    record.add_argument("target", type=Path, metavar="RUN_DIR|CHECKPOINT")
+    record.add_argument("target", nargs="?", type=Path, metavar="RUN_DIR|CHECKPOINT")
+    _add_pretrained_option(record)
     record.add_argument("--games", type=int, default=1, help="games to record (default 1)")
     record.add_argument("--scale", type=int, default=2, help="screen upscaling, 1 to 4")
     record.add_argument("--gif", action="store_true",
@@ -115,11 +120,40 @@ def _add_analysis_commands(commands: Any) -> None:
     _add_play_options(record)
 
     report = commands.add_parser("report", help="one self-contained HTML page about the runs")
-    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    report.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR")
+    _add_pretrained_option(report)
     report.add_argument("--x", choices=("steps", "games"), default="steps")
     report.add_argument("--out", type=Path, default=None,
                         help="the .html to write (default RUN_DIR/report.html; needed for "
                              "several runs)")
+
+
+def _add_pretrained_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pretrained", metavar="NAME", default=None,
+                        help="an agent shipped in pretrained/ (breakout-a2c) instead of a run; "
+                             f"what is written goes to {PRETRAINED_OUTPUT}-NAME/")
+
+
+def _pretrained(args: argparse.Namespace, filename: str) -> None:
+    """Point the command at a shipped agent; its outputs go under runs/, not into the
+    repository's pretrained/ folder."""
+    from atari_rl.policy import pretrained_dir
+
+    targets = getattr(args, "target", None) or getattr(args, "runs", None)
+    if args.pretrained is None:
+        if not targets and not getattr(args, "game", None):
+            raise UsageError("give a run directory, or --pretrained NAME")
+        return
+    if targets:
+        raise UsageError("give either a run directory or --pretrained, not both")
+    path = _usage(pretrained_dir, args.pretrained)
+    if hasattr(args, "runs"):
+        args.runs = [path]
+    else:
+        args.target = path
+    if args.out is None:
+        args.out = Path(f"{PRETRAINED_OUTPUT}-{args.pretrained}") / filename
+        args.out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _add_play_options(parser: argparse.ArgumentParser) -> None:
@@ -150,10 +184,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             if not is_run_dir(run_dir):
                 raise ValueError(f"{run_dir} is not a run directory (no {CONFIG_FILE}): "
                                  f"give the directory a run was trained in")
-            changed = sorted(set(overrides) - {"steps"}) + (["algo"] if args.algo else [])
+            changed = sorted(set(overrides) - RESUME_OPTIONS) + (["algo"] if args.algo else [])
             if changed or args.preset or args.run_dir:
-                raise ValueError("a resumed run keeps its settings: only --steps may be given "
-                                 "with --resume")
+                raise ValueError("a resumed run keeps its settings: only --steps, "
+                                 "--torch-threads and --env-threads may be given with --resume")
             config = cfg.from_dict({**read_json(run_dir / CONFIG_FILE), **overrides})
             latest_checkpoint(run_dir)
         else:
@@ -220,6 +254,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from atari_rl.evaluation import STICKY_ACTION_PROB, EvalProtocol, evaluate, format_result
     from atari_rl.policy import RandomPolicy, action_names, load_policy
 
+    _pretrained(args, "evaluation-random.json" if args.policy == "random" else "evaluation.json")
     protocol = EvalProtocol(
         games=args.games, num_envs=args.num_envs, seed=args.seed, greedy=args.greedy,
         epsilon=args.epsilon, noop_max=args.noop_max,
@@ -261,6 +296,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from atari_rl.media import RecordSettings, record
     from atari_rl.policy import load_policy
 
+    _pretrained(args, "video.mp4")
     settings = RecordSettings(
         games=args.games, seed=args.seed, greedy=args.greedy, epsilon=args.epsilon,
         noop_max=args.noop_max, sticky_action_prob=STICKY_ACTION_PROB if args.sticky else 0.0,
@@ -285,6 +321,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from atari_rl.report import REPORT_FILE, load_runs, write_report
 
+    _pretrained(args, REPORT_FILE)
     if len(args.runs) > 1 and args.out is None:
         raise UsageError("several runs need --out FILE.html for their report")
     if args.out is not None and args.out.suffix != ".html":

@@ -39,7 +39,7 @@ class EnvConfig:
     noop_max: int = 30
     frame_stack: int = 4
     life_loss_ends_episode: bool = True
-    fire_after_life_loss: bool = True
+    fire_after_life_loss: bool = True  # and after a game reset: False leaves FIRE to the agent
     repeat_first_frame: bool = True
     clip_rewards: bool = True
     sticky_action_prob: float = 0.0
@@ -137,8 +137,14 @@ class AtariPipeline:
         self._episode_steps = np.zeros(n, dtype=np.int64)
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        """Start a new game in every env (env i seeded with seed + i); returns the first stacks."""
-        frames, info = self._env.reset(seed=self.config.seed if seed is None else seed)
+        """Start a new game in every env; returns the first stacks.
+
+        Each env's seed is drawn from a SeedSequence of the run's seed: ale-py's own
+        `seed, seed + 1, ...` would make env 1 of seed 0 the same game as env 0 of seed 1.
+        """
+        sequence = np.random.SeedSequence(self.config.seed if seed is None else seed)
+        env_seeds = sequence.generate_state(self.num_envs, dtype=np.uint32) >> 1  # int32 range
+        frames, info = self._env.reset(seed=env_seeds.astype(np.int64))
         everyone = np.ones(self.num_envs, dtype=bool)
         self._start_stacks(frames[:, 0], everyone)
         self._pending_reset[:] = False

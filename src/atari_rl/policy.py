@@ -37,6 +37,7 @@ A2C = "a2c"
 DQN = "dqn"
 EVAL_EPSILON = 0.01  # the Nature DQN evaluation protocol's epsilon
 _FIRST_CONV = "torso.0.weight"
+PRETRAINED_ROOT = Path(__file__).resolve().parents[2] / "pretrained"  # in a clone of the repo
 _PREFERRED_PREFIXES = ("", "online.", "network.", "_orig_mod.")  # online: DQN's, not its target
 
 
@@ -98,9 +99,18 @@ class Policy:
             return torch.softmax(output[0].float(), dim=1).numpy()
         return output.float().numpy()
 
-    def act(self, obs: np.ndarray, greedy: bool = True) -> np.ndarray:
-        """int64 [B]: the best action of each stack, or epsilon-greedy when greedy is False."""
-        actions = self.action_values(obs).argmax(axis=1).astype(np.int64)
+    def act(self, obs: np.ndarray, greedy: bool = True, sample: bool = False) -> np.ndarray:
+        """int64 [B]: the best action of each stack, or epsilon-greedy when greedy is False.
+
+        `sample=True` draws each action from an A2C policy's probabilities instead, as
+        during its training (a DQN has no distribution to draw from: it stays as above).
+        """
+        values = self.action_values(obs)
+        if sample and self.algo == A2C:
+            cumulative = values.cumsum(axis=1)
+            draws = self.rng.random((len(values), 1)) * cumulative[:, -1:]
+            return (draws > cumulative).sum(axis=1).astype(np.int64)
+        actions = values.argmax(axis=1).astype(np.int64)
         if not greedy and self.epsilon > 0:
             explore = self.rng.random(len(actions)) < self.epsilon
             actions[explore] = self.rng.integers(0, self.num_actions, int(explore.sum()))
@@ -143,13 +153,26 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def pretrained_dir(name: str) -> Path:
+    """The directory of an agent shipped in the repository's pretrained/ folder."""
+    path = PRETRAINED_ROOT / name
+    if "/" in name or not (path / CONFIG_FILE).is_file():
+        shipped = sorted(p.parent.name for p in PRETRAINED_ROOT.glob(f"*/{CONFIG_FILE}"))
+        names = ", ".join(shipped) or "none in this installation"
+        raise PolicyError(f"unknown pretrained agent '{name}': available: {names}")
+    return path
+
+
 def load_policy(path: str | Path) -> Policy:
-    """The policy of a run directory (policy.safetensors + config.json), of one of its
-    checkpoints (RUN/checkpoints/step-N/, whose network tensors are prefixed `network.`),
-    or of a .safetensors file whose metadata names the algorithm and game.
+    """The policy of a shipped agent by name (`load_policy("breakout-a2c")`), of a run
+    directory (policy.safetensors + config.json), of one of its checkpoints
+    (RUN/checkpoints/step-N/, whose network tensors are prefixed `network.`), or of a
+    .safetensors file whose metadata names the algorithm and game.
 
     Raises PolicyError, a ValueError, with one line naming the problem.
     """
+    if isinstance(path, str) and not Path(path).exists() and "/" not in path:
+        path = pretrained_dir(path)
     path = Path(path)
     file, config = _locate(path)
     tensors, meta = _read_safetensors(file)

@@ -23,6 +23,7 @@ EVALUATION_FILE = "evaluation.json"
 RANDOM_EVALUATION_FILE = "evaluation-random.json"
 VIDEO_FILE = "video.mp4"
 VIDEO_INFO_FILE = "video.json"
+GIF_FILE = "video.gif"
 REPORT_FILE = "report.html"
 STATS = ("mean", "median", "std", "min", "max")
 
@@ -152,6 +153,11 @@ def _conditions(protocol: dict[str, Any]) -> str:
 def _video(run: RunData) -> str:
     path = run.path / VIDEO_FILE
     if not path.is_file():
+        gif = run.path / GIF_FILE  # a shipped agent carries a short GIF instead
+        if gif.is_file():
+            data = base64.b64encode(gif.read_bytes()).decode("ascii")
+            return (f'<img alt="the agent playing" src="data:image/gif;base64,{data}">'
+                    f'<p class="meta">{_e("The start of a game, one frame per agent step.")}</p>')
         return _hint(f"No video yet: atari-rl record {run.path}")
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     info = _read(run.path / VIDEO_INFO_FILE) or {}

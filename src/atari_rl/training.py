@@ -96,8 +96,10 @@ def policy_metadata(config: RunConfig, num_actions: int) -> dict[str, str]:
 
 
 def segment_seed(config: RunConfig, segment: int) -> int:
-    """Env i of segment s is seeded with seed + s * num_envs + i: no two games alike."""
-    return config.seed + segment * config.num_envs
+    """The seed of a segment's games: segment 0 plays the run's seed, later ones new games."""
+    if segment == 0:
+        return config.seed
+    return int(np.random.SeedSequence([config.seed, segment]).generate_state(1)[0] >> 1)
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
