@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from atari_rl.policy import action_names, uniform_entropy
 
 METRICS_FILE = "metrics.csv"
 GAMES_FILE = "games.csv"
+EVENTS_FILE = "events.csv"
 FIGURES_DIR = "figures"
 X_AXES = ("steps", "games")
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
@@ -39,6 +40,18 @@ class RunData:
     config: dict[str, Any]
     metrics: dict[str, np.ndarray]  # metrics.csv by column; empty before the first row
     games: dict[str, np.ndarray]  # per game: step, number, score, length and rolling stats
+    events: list[dict[str, str]] = field(default_factory=list)  # events.csv: cliff detector
+
+    def event_positions(self, x: str) -> list[tuple[float, str]]:
+        """Where the cliff detector fired, on the chosen x axis, with what it saw."""
+        positions = []
+        for event in self.events:
+            step = _number(event.get("step", ""))
+            if x == "games":
+                step = float(np.searchsorted(self.games.get("step", np.array([])), step,
+                                             side="right"))
+            positions.append((step, f"{event.get('kind')} ({event.get('reaction')})"))
+        return positions
 
     @property
     def num_actions(self) -> int:
@@ -68,7 +81,10 @@ def load_run(path: Path) -> RunData:
     action_names(config["game"])  # an unknown game fails here, with its own message
     metrics = read_csv(path / METRICS_FILE)
     games = game_series(read_csv(path / GAMES_FILE))
-    return RunData(path=path, label=path.name, config=config, metrics=metrics, games=games)
+    events_file = path / EVENTS_FILE
+    events = list(csv.DictReader(events_file.open(newline=""))) if events_file.is_file() else []
+    return RunData(path=path, label=path.name, config=config, metrics=metrics, games=games,
+                   events=events)
 
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:
@@ -212,12 +228,15 @@ def _render(spec: FigureSpec, runs: list[RunData], x: str) -> bytes | None:
     for ax, panel in zip(axes, panels, strict=True):
         for i, run in enumerate(runs):
             _draw(ax, panel, run, x, COLORS[i % len(COLORS)])
+            for position, what in run.event_positions(x):
+                ax.axvline(position, color=COLORS[i % len(COLORS)], linestyle=":",
+                           linewidth=1.2, label=f"cliff detector: {what}")
         _draw_reference(ax, panel, runs)
         ax.set_ylabel(panel.ylabel)
         if panel.log:
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
-        if len(runs) > 1 or panel.reference:
+        if len(runs) > 1 or panel.reference or any(r.events for r in runs):
             ax.legend(fontsize="small", loc="best")
     axes[-1].set_xlabel("agent steps (4 frames each, summed over envs)" if x == "steps"
                         else "games played (all lives)")

@@ -1,0 +1,44 @@
+"""The shipped agent over 100 whole games, against random play, under `atari-rl evaluate`'s
+protocol (all lives, up to 30 no-op starts, raw scores, epsilon 0.01, 108,000-frame cap).
+
+    python benchmarks/pretrained_eval.py [--name breakout-a2c] [--games 100]
+
+The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from atari_rl.cli import PRETRAINED_OUTPUT
+
+
+def evaluate(name: str, games: int, policy: str) -> dict:
+    out = Path(f"{PRETRAINED_OUTPUT}-{name}") / f"benchmark-{policy}.json"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "atari_rl.cli", "evaluate", "--pretrained", name,
+                    "--games", str(games), "--policy", policy, "--out", str(out)], check=True)
+    result = json.loads(out.read_text())
+    return {"mean": result["mean"], "std": result["std"], "median": result["median"],
+            "min": result["min"], "max": result["max"],
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="breakout-a2c")
+    parser.add_argument("--games", type=int, default=100)
+    args = parser.parse_args()
+    trained = evaluate(args.name, args.games, "trained")
+    random = evaluate(args.name, args.games, "random")
+    print(json.dumps({"benchmark": "pretrained_eval", "agent": args.name, "games": args.games,
+                      "trained": trained, "random": random}))
+
+
+if __name__ == "__main__":
+    main()
