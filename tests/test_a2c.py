@@ -77,7 +77,8 @@ def test_capped_episode_rollout_bootstraps_like_a_truncation():
 def test_a2c_learns_a_tiny_task(tmp_path):
     torch.manual_seed(0)
     config = A2CConfig(num_envs=16, n_steps=2, steps=16 * 2 * 30, compile=False, bf16=False,
-                       optimizer="adam", learning_rate=1e-3, log_every=2_000, seed=0)
+                       optimizer="adam", learning_rate=1e-3, lr_schedule="constant",
+                       log_every=2_000, seed=0)
     config.validate()
     train(config, tmp_path, CueTask(config.num_envs, seed=1))
     network = ActorCritic(CueTask.num_actions)

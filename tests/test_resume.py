@@ -43,11 +43,20 @@ def kill_after_checkpoints(run_dir: Path, count: int, *args: str) -> None:
     process.wait()
 
 
-@pytest.mark.parametrize("algo", ["a2c"])
+ALGO_OPTIONS = {
+    "a2c": ["--algo", "a2c"],
+    "dqn": ["--algo", "dqn", "--learning-starts", "400", "--buffer-size", "4000",
+            "--batch-size", "32", "--target-update", "800", "--no-bf16"],
+}
+
+
+@pytest.mark.parametrize("algo", ["a2c", "dqn"])
 def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, algo):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert run(*SHORT_RUN, "--algo", algo, "--run-dir", str(straight)).returncode == 0
-    kill_after_checkpoints(killed, 2, *SHORT_RUN, "--algo", algo, "--run-dir", str(killed))
+    options = [*SHORT_RUN, *ALGO_OPTIONS[algo]]
+    finished = run(*options, "--run-dir", str(straight))
+    assert finished.returncode == 0, finished.stderr
+    kill_after_checkpoints(killed, 2, *options, "--run-dir", str(killed))
     resumed = run("--resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr
     for name in ("metrics.csv", "games.csv"):

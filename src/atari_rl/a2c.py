@@ -9,7 +9,6 @@ to the end of its training episode (Monte Carlo returns).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ from atari_rl.checkpoints import (
 from atari_rl.config import EPISODE, A2CConfig
 from atari_rl.envs import Step
 from atari_rl.maths import a2c_loss, explained_variance, linear_schedule, nstep_returns
-from atari_rl.networks import ActorCritic
+from atari_rl.networks import ActorCritic, bf16_pays_off
 
 MAX_UPDATE_BATCH = 2_048  # samples per forward/backward; bounds memory in episode mode
 
@@ -108,7 +107,7 @@ class A2CAgent:
                                               eps=config.optimizer_eps)
         self.rollout = Rollout(config.num_envs, config.n_steps, config.max_rollout_steps)
         self.lr_scale = 1.0
-        self._autocast = config.bf16 and (device.type == "cuda" or _cpu_has_bf16())
+        self._autocast = config.bf16 and bf16_pays_off(device)
         self._generator = torch.Generator(device=device).manual_seed(config.seed)
 
     def start(self, obs: np.ndarray) -> None:
@@ -201,11 +200,3 @@ class A2CAgent:
     def _autocast_context(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast)
 
-
-def _cpu_has_bf16() -> bool:
-    """bf16 pays off only where the CPU computes it natively (AVX-512 BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -142,7 +142,10 @@ def _pretrained(args: argparse.Namespace, filename: str) -> None:
     targets = getattr(args, "target", None) or getattr(args, "runs", None)
     if args.pretrained is None:
         if not targets and not getattr(args, "game", None):
-            raise UsageError("give a run directory, or --pretrained NAME")
+            what = "RUN_DIR" if args.command == "report" else "RUN_DIR or CHECKPOINT"
+            raise UsageError(f"give a {what} to {args.command}, or --pretrained "
+                             f"NAME" + (" (or --policy random --game GAME for a baseline)"
+                                       if args.command == "evaluate" else ""))
         return
     if targets:
         raise UsageError("give either a run directory or --pretrained, not both")
@@ -262,9 +265,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         max_frames_per_game=args.max_frames)
     _usage(protocol.validate)
     random = args.policy == "random"
-    if args.target is None and not (random and args.game):
-        raise UsageError("give a RUN_DIR or CHECKPOINT to evaluate (or --policy random --game "
-                         "GAME for a baseline without a run)")
     if args.game and args.target is not None:
         raise UsageError("--game applies only to --policy random without a run: the run's "
                          "game is used")

@@ -1,0 +1,357 @@
+"""Double DQN: its target by hand, its schedules, its memory check, and learning a tiny task.
+
+The tiny task runs through the shared training loop with a fake vector env that speaks the
+pipeline's conventions (84x84 uint8 stacks, reset steps flagged `first`), so the replay
+memory, the Double DQN target and the target network all have to work for it to pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from atari_rl import cli
+from atari_rl.checkpoints import FINAL_POLICY, load_checkpoint, load_tensors, save_checkpoint
+from atari_rl.config import DQNConfig, resolve
+from atari_rl.dqn import DQNAgent, epsilon, q_values, td_loss
+from atari_rl.envs import Episode, Step
+from atari_rl.maths import double_dqn_targets
+from atari_rl.networks import QNetwork
+from atari_rl.training import train
+
+
+def test_double_dqn_target_matches_a_hand_computation() -> None:
+    returns = torch.tensor([1.0, 0.5, 2.0])
+    discounts = torch.tensor([0.99, 0.99**3, 0.0])  # the last transition terminated
+    next_q_online = torch.tensor([[1.0, 3.0, 2.0],  # online picks action 1
+                                  [5.0, 0.0, 4.0],  # online picks action 0
+                                  [0.0, 9.0, 0.0]])
+    next_q_target = torch.tensor([[10.0, -2.0, 7.0],  # target values action 1 at -2, not 10
+                                  [1.5, 8.0, 0.0],
+                                  [4.0, 4.0, 4.0]])
+    expected = torch.tensor([1.0 + 0.99 * -2.0, 0.5 + 0.99**3 * 1.5, 2.0])
+    targets = double_dqn_targets(returns, discounts, next_q_online, next_q_target)
+    torch.testing.assert_close(targets, expected)
+
+
+class FixedQ(nn.Module):
+    """A 'network' that returns given Q-values for each row; its one weight scales them."""
+
+    def __init__(self, q: list[list[float]]):
+        super().__init__()
+        self.q = torch.tensor(q)
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.q[obs[:, 0, 0, 0].long()] * self.scale
+
+
+def test_td_loss_uses_online_argmax_target_value_and_huber() -> None:
+    # Row 0 is s, row 1 is s'. Online prefers action 0 in s' (Q 2.0), the target values it
+    # at 0.5 although its own best is 3.0: the Double DQN target is 1 + 0.9 * 0.5 = 1.45.
+    online = FixedQ([[1.0, 4.0], [2.0, 1.0]])
+    target = FixedQ([[0.0, 0.0], [0.5, 3.0]])
+    obs = torch.zeros(2, 4, 84, 84, dtype=torch.uint8)
+    next_obs = torch.ones(2, 4, 84, 84, dtype=torch.uint8)
+    actions = torch.tensor([0, 1])
+    returns = torch.tensor([1.0, 1.0])
+    discounts = torch.tensor([0.9, 0.0])  # the second transition terminated
+    loss, q_taken, targets = td_loss(online, target, obs, actions, returns, next_obs, discounts)
+    torch.testing.assert_close(targets, torch.tensor([1.45, 1.0]))
+    torch.testing.assert_close(q_taken, torch.tensor([1.0, 4.0]))
+    # Huber: quadratic below an error of 1 (0.5 * 0.45^2), linear above it (3.0 - 0.5).
+    assert float(loss.detach()) == pytest.approx((0.5 * 0.45**2 + 2.5) / 2)
+    loss.backward()
+    assert online.scale.grad is not None and target.scale.grad is None
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+def test_bf16_q_values_stay_close_to_the_networks_own(dueling: bool) -> None:
+    torch.manual_seed(0)
+    network = QNetwork(4, dueling=dueling)
+    obs = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        exact = network(obs)
+        torch.testing.assert_close(q_values(network, obs, bf16=False), exact)
+        fast = q_values(network, obs, bf16=True)
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast, exact, atol=0.02, rtol=0.02)
+
+
+def test_epsilon_decays_linearly_then_holds() -> None:
+    config = DQNConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_steps=1_000)
+    assert epsilon(config, 0) == 1.0
+    assert epsilon(config, 500) == pytest.approx(0.55)
+    assert epsilon(config, 1_000) == pytest.approx(0.1)
+    assert epsilon(config, 10_000) == pytest.approx(0.1)
+
+
+def test_presets_resolve_to_their_settings() -> None:
+    nature = resolve(None, "dqn-nature", {})
+    assert (nature.algo, nature.num_envs, nature.buffer_size, nature.batch_size,
+            nature.train_freq, nature.target_update, nature.n_steps) == (
+        "dqn", 1, 1_000_000, 32, 4, 10_000, 1)
+    fast = resolve("dqn", "dqn-fast", {"steps": 1_000_000})
+    assert fast == DQNConfig(steps=1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "option"),
+    [({"n_steps": "episode"}, "--n-steps"), ({"batch_size": 0}, "--batch-size"),
+     ({"train_freq": 0}, "--train-freq"), ({"buffer_size": 400}, "--buffer-size"),
+     ({"replay_codec": "gzip"}, "--replay-codec")],
+)
+def test_bad_options_are_refused_in_one_line(overrides: dict, option: str) -> None:
+    with pytest.raises(ValueError, match=option) as error:
+        resolve("dqn", None, overrides)
+    assert "\n" not in str(error.value)
+
+
+def test_a_replay_memory_too_big_for_this_machine_is_refused_before_anything_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    code = cli.main(["train", "--algo", "dqn", "--buffer-size", "10000000000",
+                     "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "GB" in err and "--buffer-size" in err
+    assert not run_dir.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- learning a tiny task -------------------------------------------------------------
+
+DARK, BRIGHT, GOOD, BAD = 40, 200, 120, 0
+NUM_ACTIONS = 3
+RIGHT_ACTION = {DARK: 0, BRIGHT: 2}
+
+
+class ChoiceEnv:
+    """Two-step episodes: the right action on the first screen leads to a rewarded screen.
+
+    The first screen is dark or bright; the right action for it (0 when dark, 2 when bright)
+    leads to a GOOD screen, any other to a BAD one, and there any action ends the episode
+    with reward 1 on GOOD and 0 on BAD. The first choice earns nothing at once, so it is
+    learned only by bootstrapping through the target network. After each episode comes a
+    reset step (`first`), as in `AtariPipeline`.
+    """
+
+    num_actions = NUM_ACTIONS
+
+    def __init__(self, num_envs: int, seed: int = 0):
+        self.num_envs = num_envs
+        self._rng = np.random.default_rng(seed)
+        self._stack = np.zeros((num_envs, 4, 84, 84), np.uint8)
+        self._screen = np.zeros(num_envs, np.int64)
+        self._pending_reset = np.zeros(num_envs, bool)
+        self._score = np.zeros(num_envs)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        for env in range(self.num_envs):
+            self._start(env)
+        self._pending_reset[:] = False
+        return self._stack.copy()
+
+    def step(self, actions: np.ndarray) -> Step:
+        n = self.num_envs
+        reward = np.zeros(n, np.float32)
+        terminated = np.zeros(n, bool)
+        first = self._pending_reset.copy()
+        games = []
+        for env in range(n):
+            if first[env]:
+                self._start(env)
+                continue
+            screen = self._screen[env]
+            if screen in RIGHT_ACTION:
+                self._push(env, GOOD if actions[env] == RIGHT_ACTION[screen] else BAD)
+            else:
+                reward[env] = float(screen == GOOD)
+                terminated[env] = True
+                self._push(env, screen)
+                games.append(Episode(env, self._score[env] + reward[env], 2))
+            self._score[env] += reward[env]
+        self._pending_reset = terminated.copy()
+        return Step(obs=self._stack.copy(), reward=reward, raw_reward=reward.copy(),
+                    terminated=terminated, truncated=np.zeros(n, bool), first=first,
+                    actions=np.asarray(actions, np.int64), games=games, episodes=games)
+
+    def close(self) -> None:
+        pass
+
+    def _start(self, env: int) -> None:
+        self._screen[env] = DARK if self._rng.random() < 0.5 else BRIGHT
+        self._stack[env] = self._screen[env]
+        self._score[env] = 0.0
+
+    def _push(self, env: int, screen: int) -> None:
+        self._screen[env] = screen
+        self._stack[env, :-1] = self._stack[env, 1:].copy()
+        self._stack[env, -1] = screen
+
+
+def tiny_config(**changes: object) -> DQNConfig:
+    settings = dict(
+        steps=1_600, num_envs=4, seed=0, torch_threads=1, device="cpu", buffer_size=4_000,
+        learning_starts=200, batch_size=16, train_freq=8, target_update=200, n_steps=1,
+        gamma=0.9, learning_rate=1e-3, optimizer_eps=1e-8, epsilon_steps=800,
+        epsilon_end=0.05, compile=False, log_every=400,
+    )
+    settings.update(changes)
+    config = DQNConfig(**settings)  # type: ignore[arg-type]
+    config.validate()
+    return config
+
+
+def greedy_q(run_dir: Path, dueling: bool = False) -> dict[int, np.ndarray]:
+    network = QNetwork(NUM_ACTIONS, dueling=dueling)
+    network.load_state_dict(load_tensors(run_dir / FINAL_POLICY))
+    screens = [DARK, BRIGHT, GOOD, BAD]
+    obs = np.stack([np.full((4, 84, 84), s, np.uint8) for s in screens])
+    obs[2:, :3] = DARK  # the second screen comes after a first one in the stack
+    with torch.no_grad():
+        q = network(torch.from_numpy(obs)).numpy()
+    return dict(zip(screens, q, strict=True))
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+def test_learns_the_right_first_choice_by_bootstrapping(tmp_path: Path, dueling: bool) -> None:
+    config = tiny_config(dueling=dueling)
+    summary = train(config, tmp_path, ChoiceEnv(config.num_envs))  # type: ignore[arg-type]
+    q = greedy_q(tmp_path, dueling)
+    assert int(q[DARK].argmax()) == RIGHT_ACTION[DARK]
+    assert int(q[BRIGHT].argmax()) == RIGHT_ACTION[BRIGHT]
+    # The right first choice is worth the discounted reward that follows it (gamma = 0.9),
+    # which only a working bootstrap can tell; the second screens are worth 1 and 0.
+    assert q[DARK].max() > 0.5 and q[BRIGHT].max() > 0.5
+    assert q[GOOD].mean() == pytest.approx(1.0, abs=0.3)
+    assert np.abs(q[BAD]).max() < 0.3
+    assert summary["score_mean20"] >= 0.8  # random play scores 1/3
+
+
+def test_target_network_follows_the_online_network_every_target_update_steps() -> None:
+    config = tiny_config(target_update=40, learning_starts=16, batch_size=4, train_freq=4)
+    agent = DQNAgent(config, NUM_ACTIONS, torch.device("cpu"))
+    env = ChoiceEnv(config.num_envs)
+    obs = env.reset()
+    agent.start(obs)
+
+    def same() -> bool:
+        return all(torch.equal(a, b) for a, b in
+                   zip(agent.network.parameters(), agent.target.parameters(), strict=True))
+
+    agent_step = 0
+    history = []
+    while agent_step < 80:
+        step = env.step(agent.act(obs, agent_step))
+        agent_step += env.num_envs
+        agent.observe(obs, step, agent_step)
+        obs = step.obs
+        history.append((agent_step, agent.updates, same()))
+    assert agent.target_syncs == 2
+    assert dict((s, u) for s, u, _ in history)[40] == (40 - 16) // 4 + 1
+    for agent_step, _, equal in history:
+        if agent_step in (40, 80):
+            assert equal  # synced right after the step that reached the boundary
+        elif agent_step > 16 and agent_step % 40 != 0:
+            assert not equal  # updates since the last sync moved the online network
+    assert math.isfinite(agent.observe(obs, env.step(agent.act(obs, 80)), 84)["td_loss"])
+
+
+def play(agent: DQNAgent, env: ChoiceEnv, obs: np.ndarray, agent_step: int, steps: int
+         ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """What the training loop does, for `steps` env steps; returns the last stacks."""
+    actions = []
+    for _ in range(steps):
+        actions.append(agent.act(obs, agent_step))
+        step = env.step(actions[-1])
+        agent_step += env.num_envs
+        agent.observe(obs, step, agent_step)
+        obs = step.obs
+    return obs, actions
+
+
+def test_a_checkpointed_agent_resumes_exactly(tmp_path: Path) -> None:
+    """state() through a real checkpoint, load_state() into a new agent: both go on alike."""
+    config = tiny_config(learning_starts=16, batch_size=4, train_freq=4, target_update=24)
+    agent = DQNAgent(config, NUM_ACTIONS, torch.device("cpu"))
+    env = ChoiceEnv(config.num_envs)
+    obs = env.reset()
+    agent.start(obs)
+    agent_step = 0
+
+    obs, _ = play(agent, env, obs, agent_step, 15)
+    agent_step = 60
+    tensors, meta = agent.state()
+    path = save_checkpoint(tmp_path, agent_step, tensors, {"agent": meta}, keep=1,
+                           score=math.nan)
+    saved_tensors, saved_state = load_checkpoint(path)
+    resumed = DQNAgent(config, NUM_ACTIONS, torch.device("cpu"))
+    resumed.load_state(saved_tensors, saved_state["agent"])
+    assert len(resumed.memory) == len(agent.memory) > 0
+    env_copy = copy.deepcopy(env)
+    # The training loop restarts every game at a checkpoint, in a resumed run as in the
+    # run that goes on.
+    obs = env.reset(seed=1)
+    agent.start(obs)
+    resumed.start(env_copy.reset(seed=1))
+    _, actions = play(agent, env, obs, agent_step, 15)
+    _, resumed_actions = play(resumed, env_copy, obs, agent_step, 15)
+    np.testing.assert_array_equal(np.stack(actions), np.stack(resumed_actions))
+    assert resumed.updates == agent.updates > 20 and resumed.target_syncs == agent.target_syncs
+    for mine, theirs in zip(agent.network.parameters(), resumed.network.parameters(),
+                            strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    batch, resumed_batch = agent.memory.sample(8), resumed.memory.sample(8)
+    np.testing.assert_array_equal(batch.obs, resumed_batch.obs)
+
+
+def test_a_rollback_mid_game_neither_bursts_updates_nor_joins_episodes() -> None:
+    config = tiny_config(learning_starts=16, batch_size=4, train_freq=4, target_update=24)
+    agent = DQNAgent(config, NUM_ACTIONS, torch.device("cpu"))
+    env = ChoiceEnv(config.num_envs)
+    obs = env.reset()
+    agent.start(obs)
+    obs, _ = play(agent, env, obs, 0, 15)
+    tensors, meta = agent.state()
+    updates_then = agent.updates
+    obs, _ = play(agent, env, obs, 60, 15)
+    agent.load_state(tensors, meta)  # the loop rolls back; the games go on
+    assert agent.updates == updates_then
+    stored = []
+    observe = agent.memory.observe
+    agent.memory.observe = lambda step: (stored.append(step.first.copy()), observe(step))
+    play(agent, env, obs, 120, 2)
+    assert agent.updates == updates_then + 2  # one per train_freq agent steps, as before
+    assert stored[0].all() and not stored[1].all()  # new episodes start in the memory
+
+
+def test_stats_before_learning_starts_keep_the_columns_of_later_rows() -> None:
+    config = tiny_config()
+    agent = DQNAgent(config, NUM_ACTIONS, torch.device("cpu"))
+    env = ChoiceEnv(config.num_envs)
+    obs = env.reset()
+    agent.start(obs)
+    step = env.step(agent.act(obs, 0))
+    early = agent.observe(obs, step, 4)
+    assert early is not None and math.isnan(early["td_loss"])
+    late_config = dataclasses.replace(config, learning_starts=0)
+    agent = DQNAgent(late_config, NUM_ACTIONS, torch.device("cpu"))
+    obs = env.reset()
+    agent.start(obs)
+    stats = None
+    for agent_step in range(4, 40, 4):
+        step = env.step(agent.act(obs, agent_step))
+        stats = agent.observe(obs, step, agent_step) or stats
+        obs = step.obs
+    assert stats is not None and set(stats) == set(early)
