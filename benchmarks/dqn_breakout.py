@@ -27,21 +27,13 @@ The last line of output is one JSON object.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from common import learn_and_evaluate, ours_steps_per_s, sb3_breakout, sb3_steps_per_s
 
 from atari_rl.config import DQNConfig
-from atari_rl.envs import AtariPipeline
-from atari_rl.training import train
 
 THREADS = 2  # torch threads of both sides (and our emulator threads); --threads changes it
 BUFFER = 100_000  # the SB3 comparison's settings
@@ -49,24 +41,6 @@ BATCH = 32
 TRAIN_FREQ = 4
 TARGET_UPDATE = 10_000
 EPSILON = 0.05
-
-
-def ours_steps_per_s(config: DQNConfig, warmup_steps: int) -> float:
-    """Median steps/s of the metrics.csv rows that start after learning starts + warm-up."""
-    config.validate()
-    with tempfile.TemporaryDirectory() as run_dir:
-        env = AtariPipeline(config.env_config())
-        try:
-            train(config, Path(run_dir), env)
-        finally:
-            env.close()
-        with open(Path(run_dir) / "metrics.csv") as handle:
-            rows = [(int(row["step"]), float(row["steps_per_s"]))
-                    for row in csv.DictReader(handle)]
-    timed_from = config.learning_starts + warmup_steps
-    rates = [rate for (previous, _), (_, rate) in zip(rows, rows[1:], strict=False)
-             if previous >= timed_from]
-    return statistics.median(rates[:-1] if len(rates) > 2 else rates)  # last row is partial
 
 
 def same_settings_config(learning_starts: int, steps: int, threads: int) -> DQNConfig:
@@ -89,40 +63,16 @@ def fast_config(steps: int, changes: dict[str, Any], threads: int) -> DQNConfig:
     return config
 
 
-def sb3_steps_per_s(learning_starts: int, warmup_steps: int, steps: int, threads: int) -> float:
-    import ale_py
-    import gymnasium
+def sb3_dqn_steps_per_s(learning_starts: int, warmup_steps: int, steps: int,
+                        threads: int) -> float:
     from stable_baselines3 import DQN
-    from stable_baselines3.common.env_util import make_atari_env
-    from stable_baselines3.common.vec_env import VecFrameStack
 
-    gymnasium.register_envs(ale_py)
     torch.set_num_threads(threads)
-    env = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=1, seed=0), 4)
-    model = DQN("CnnPolicy", env, buffer_size=BUFFER, batch_size=BATCH, train_freq=TRAIN_FREQ,
-                learning_starts=learning_starts, target_update_interval=TARGET_UPDATE,
-                exploration_initial_eps=EPSILON, exploration_final_eps=EPSILON,
-                device="cpu", seed=0, verbose=0)
-    model.learn(total_timesteps=learning_starts + warmup_steps)
-    start = time.perf_counter()
-    model.learn(total_timesteps=steps, reset_num_timesteps=False)
-    rate = steps / (time.perf_counter() - start)
-    env.close()
-    return rate
-
-
-def learning(steps: int, games: int) -> dict[str, Any]:
-    run_dir = Path("runs") / f"bench-dqn-breakout-{time.strftime('%Y%m%d-%H%M%S')}"
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "atari_rl.cli", "train", "--preset", "dqn-fast",
-                    "--steps", str(steps), "--run-dir", str(run_dir)], check=True)
-    hours = (time.perf_counter() - start) / 3600
-    subprocess.run([sys.executable, "-m", "atari_rl.cli", "evaluate", str(run_dir),
-                    "--games", str(games)], check=True)
-    result = json.loads((run_dir / "evaluation.json").read_text())
-    return {"learning_steps": steps, "train_hours": round(hours, 3), "run_dir": str(run_dir),
-            "eval_games": games, "eval_mean": result["mean"], "eval_std": result["std"],
-            "eval_target": 15}
+    model = DQN("CnnPolicy", sb3_breakout(1), buffer_size=BUFFER, batch_size=BATCH,
+                train_freq=TRAIN_FREQ, learning_starts=learning_starts,
+                target_update_interval=TARGET_UPDATE, exploration_initial_eps=EPSILON,
+                exploration_final_eps=EPSILON, device="cpu", seed=0, verbose=0)
+    return sb3_steps_per_s(model, learning_starts + warmup_steps, steps)
 
 
 def parse_set(text: str) -> tuple[str, Any]:
@@ -153,11 +103,12 @@ def main() -> None:
     args = parser.parse_args()
 
     same = ours_steps_per_s(same_settings_config(args.learning_starts, args.warmup + args.steps,
-                                                 args.threads), args.warmup)
+                                                 args.threads),
+                            args.learning_starts + args.warmup)
     print(f"atari-rl Double DQN, SB3's settings {same:8,.0f} agent steps/s", flush=True)
     fast_changes = dict(args.set)
-    fast = ours_steps_per_s(fast_config(args.fast_warmup + args.fast_steps, fast_changes,
-                                        args.threads), args.fast_warmup)
+    fast_run = fast_config(args.fast_warmup + args.fast_steps, fast_changes, args.threads)
+    fast = ours_steps_per_s(fast_run, fast_run.learning_starts + args.fast_warmup)
     print(f"atari-rl Double DQN, dqn-fast       {fast:8,.0f} agent steps/s", flush=True)
     result: dict[str, Any] = {
         "benchmark": "dqn_breakout", "threads": args.threads,
@@ -168,12 +119,14 @@ def main() -> None:
         "ours_dqn_fast_steps_per_s": round(fast),
     }
     if not args.skip_sb3:
-        sb3 = sb3_steps_per_s(args.learning_starts, args.warmup, args.sb3_steps, args.threads)
+        sb3 = sb3_dqn_steps_per_s(args.learning_starts, args.warmup, args.sb3_steps,
+                                  args.threads)
         print(f"stable-baselines3 DQN               {sb3:8,.0f} agent steps/s", flush=True)
         result.update(sb3_steps_per_s=round(sb3), ours_same_settings_vs_sb3=round(same / sb3, 2),
                       ours_dqn_fast_vs_sb3=round(fast / sb3, 2), target_vs_sb3=3.0)
     if args.learning:
-        result.update(learning(args.learning_steps, args.games))
+        result.update(learn_and_evaluate("dqn-fast", args.learning_steps, args.games),
+                      eval_target=15)
     print(json.dumps(result))
 
 

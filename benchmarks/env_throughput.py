@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from common import sb3_breakout
 
 from atari_rl.envs import AtariPipeline, EnvConfig
 
@@ -58,15 +59,9 @@ def bare(num_envs: int, threads: int, seed: int) -> Pipeline:
 def sb3(num_envs: int, threads: int, seed: int) -> Pipeline:
     """SB3's Atari wrappers in a DummyVecEnv; `threads` does not apply to it."""
     try:
-        import ale_py
-        import gymnasium
-        from stable_baselines3.common.env_util import make_atari_env
-        from stable_baselines3.common.vec_env import VecFrameStack
+        env = sb3_breakout(num_envs, seed)
     except ImportError as error:
         raise SystemExit(f"{error}: install the bench extras, pip install -e '.[bench]'") from None
-
-    gymnasium.register_envs(ale_py)
-    env = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=num_envs, seed=seed), 4)
     env.reset()
 
     def step(actions: np.ndarray) -> object:
