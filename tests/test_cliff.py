@@ -213,14 +213,14 @@ def test_score_falling_to_random_after_a_best_mean100_of_300_fires():
     feed.games = 2_000
     event = feed(a2c_stats(), mean20=2.0, mean100=120.0, best=300.0)
     assert event is not None and event.kind == "score_collapse"
-    for number in ("mean20 2.0", "1%", "best mean100 300.0", "limit 90.0", "2000 games"):
+    for number in ("mean20 2.0", "1%", "best mean100 300.0", "limit 60.0", "2000 games"):
         assert number in event.detail
 
 
 def test_normal_noise_of_a_good_agent_does_not_fire():
     feed = warmed()
     feed.games = 2_000
-    assert feed(a2c_stats(), mean20=95.0, mean100=280.0, best=300.0) is None
+    assert feed(a2c_stats(), mean20=87.0, mean100=280.0, best=300.0) is None  # 29%: seen
 
 
 def test_no_score_judgement_before_min_games_or_below_min_best_score():
