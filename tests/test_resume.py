@@ -1,6 +1,7 @@
 """Checkpoints and resume: a run killed with SIGKILL and resumed equals one never interrupted."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import pytest
 import torch
 
 from atari_rl.checkpoints import list_checkpoints, load_checkpoint, load_tensors
+from atari_rl.config import from_dict
+from atari_rl.training import make_agent
 
 SHORT_RUN = ["--steps", "3200", "--num-envs", "4", "--no-compile", "--checkpoint-every", "800",
              "--log-every", "400", "--seed", "3", "--torch-threads", "1", "--env-threads", "1"]
@@ -53,7 +56,7 @@ ALGO_OPTIONS = {
 @pytest.mark.parametrize("algo", ["a2c", "dqn"])
 def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, algo):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    options = [*SHORT_RUN, *ALGO_OPTIONS[algo]]
+    options = [*SHORT_RUN, *ALGO_OPTIONS[algo], "--exact-resume"]
     finished = run(*options, "--run-dir", str(straight))
     assert finished.returncode == 0, finished.stderr
     kill_after_checkpoints(killed, 2, *options, "--run-dir", str(killed))
@@ -93,3 +96,23 @@ def test_only_the_last_checkpoints_and_the_best_are_kept(tmp_path):
     names = [p.name for p in list_checkpoints(run_dir)]
     assert names[-2:] == ["step-000000002400", "step-000000003200"]
     assert len(names) <= 3
+
+
+@pytest.mark.parametrize("algo", ["a2c", "dqn"])
+def test_a_checkpoint_restores_the_learner_exactly(tmp_path, algo):
+    """Without --exact-resume the games restart on resume, but the learner goes on exactly:
+    the state a checkpoint holds comes back unchanged."""
+    run_dir = tmp_path / "run"
+    assert run(*SHORT_RUN, *ALGO_OPTIONS[algo], "--run-dir", str(run_dir)).returncode == 0
+    tensors, state = load_checkpoint(list_checkpoints(run_dir)[-2])
+    config = from_dict(json.loads((run_dir / "config.json").read_text()))
+    agent = make_agent(config, 4, torch.device("cpu"))
+    agent.load_state(tensors, state["agent"])
+    again, meta = agent.state()
+    assert again.keys() == tensors.keys()
+    for name in tensors:
+        assert torch.equal(again[name], tensors[name]), name
+    assert json.loads(json.dumps(meta)) == state["agent"]
+    resumed = run("--resume", str(run_dir), "--steps", "4000")
+    assert resumed.returncode == 0, resumed.stderr
+    assert rows_without_timing(run_dir / "metrics.csv")[-1]["step"] == "4000"

@@ -37,6 +37,11 @@ class RunConfig:
     log_every: int = 10_000  # agent steps between rows of metrics.csv
     checkpoint_every: int = 500_000  # agent steps between checkpoints
     keep_checkpoints: int = 3  # the newest ones kept, besides the best-scoring one
+    # Restart every game at each checkpoint, so that a run resumed after a crash equals,
+    # bit for bit, the run never interrupted. Off by default: the games cut at each
+    # checkpoint are lost, and the first games to end after a restart are the short ones,
+    # which dents the rolling scores (see the README).
+    exact_resume: bool = False
     on_cliff: str = "warn"  # what a sign of collapse triggers: warn, rollback or stop
     cliff_lr_factor: float = 0.5  # a rollback multiplies the learning rate by this
 

@@ -4,12 +4,13 @@ An algorithm is an `Agent`: it chooses actions, learns from each step and can ha
 and take back its whole state. Everything around that (run directory, metrics, progress
 bar, checkpoints, resume, signals) lives here once.
 
-Exact resume: ale-py's vector env cannot save an emulator's state, so a run is cut into
-segments at its checkpoints. At every checkpoint all games restart from a seed derived
-from the run's seed and the segment number, in a run that goes on as in a resumed one.
-A run killed at any moment and resumed from its last checkpoint therefore continues
-exactly as the uninterrupted run did (on the CPU, bit for bit). The price: the games in
-progress at a checkpoint are cut short and not counted among the finished games.
+Resume: ale-py's vector env cannot save an emulator's state, so a resumed run starts new
+games, seeded from the run's seed and the number of the segment (the stretch of the run
+since the last restart of the games); the learner (weights, optimizer, random generators,
+counters, scores) continues exactly. With `exact_resume` the games also restart at every
+checkpoint of an uninterrupted run, which then goes on as a resumed one would: a run
+killed at any moment and resumed equals the uninterrupted run bit for bit on the CPU, at
+the price of the games cut short at each checkpoint.
 """
 
 from __future__ import annotations
@@ -213,8 +214,9 @@ def train(config: RunConfig, run_dir: Path, env: AtariPipeline,
                 if agent_step >= next_checkpoint and agent_step < config.steps:
                     checkpoint("interval")
                     next_checkpoint += config.checkpoint_every
-                    segment += 1
-                    obs = restart_games()
+                    if config.exact_resume:
+                        segment += 1
+                        obs = restart_games()
             checkpoint("end")
     finally:
         progress.close(logger.scores)
