@@ -14,12 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atari_rl.checkpoints import (
-    load_optimizer_state,
-    optimizer_state,
-    with_prefix,
-    without_prefix,
-)
+from atari_rl.checkpoints import learner_state, load_learner_state
 from atari_rl.config import EPISODE, A2CConfig
 from atari_rl.envs import Step
 from atari_rl.maths import a2c_loss, explained_variance, linear_schedule, nstep_returns
@@ -105,26 +100,25 @@ class A2CAgent:
         else:
             self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate,
                                               eps=config.optimizer_eps)
-        self.rollout = Rollout(config.num_envs, config.n_steps, config.max_rollout_steps)
+        self.rollout = self._new_rollout()
         self.lr_scale = 1.0
         self._autocast = config.bf16 and bf16_pays_off(device)
         self._generator = torch.Generator(device=device).manual_seed(config.seed)
 
     def start(self, obs: np.ndarray) -> None:
         """New games begin: the steps of the interrupted ones are not learned from."""
-        self.rollout = Rollout(self.config.num_envs, self.config.n_steps,
-                               self.config.max_rollout_steps)
+        self.rollout = self._new_rollout()
+
+    def _new_rollout(self) -> Rollout:
+        return Rollout(self.config.num_envs, self.config.n_steps, self.config.max_rollout_steps)
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Everything an exact resume needs: weights, optimizer moments, sampling RNG."""
-        optimizer_tensors, optimizer_meta = optimizer_state(self.optimizer, "optimizer")
-        tensors = {**with_prefix("network", self.network.state_dict()), **optimizer_tensors,
-                   "rng": self._generator.get_state()}
-        return tensors, {"optimizer": optimizer_meta}
+        tensors, meta = learner_state(self.network, self.optimizer)
+        return {**tensors, "rng": self._generator.get_state()}, meta
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.network.load_state_dict(without_prefix("network", tensors))
-        load_optimizer_state(self.optimizer, "optimizer", tensors, meta["optimizer"])
+        load_learner_state(self.network, self.optimizer, tensors, meta)
         self._generator.set_state(tensors["rng"])
 
     @torch.inference_mode()

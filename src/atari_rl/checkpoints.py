@@ -177,6 +177,20 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, prefix: str,
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def learner_state(network: torch.nn.Module, optimizer: torch.optim.Optimizer
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """What every agent saves: its network's weights and its optimizer's moments."""
+    optimizer_tensors, optimizer_meta = optimizer_state(optimizer, "optimizer")
+    return ({**with_prefix("network", network.state_dict()), **optimizer_tensors},
+            {"optimizer": optimizer_meta})
+
+
+def load_learner_state(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                       tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    network.load_state_dict(without_prefix("network", tensors))
+    load_optimizer_state(optimizer, "optimizer", tensors, meta["optimizer"])
+
+
 def with_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{name}": value for name, value in tensors.items()}
 

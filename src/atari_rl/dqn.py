@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from atari_rl.checkpoints import (
-    load_optimizer_state,
-    optimizer_state,
+    learner_state,
+    load_learner_state,
     with_prefix,
     without_prefix,
 )
@@ -138,16 +138,15 @@ class DQNAgent:
         The memory's arrays go in as tensors without copies; its structured per-frame
         records as their bytes.
         """
-        optimizer_tensors, optimizer_meta = optimizer_state(self.optimizer, "optimizer")
+        learner_tensors, learner_meta = learner_state(self.network, self.optimizer)
         replay = self.memory.state_dict()
         tensors = {
-            **with_prefix("network", self.network.state_dict()),
+            **learner_tensors,
             **with_prefix("target", self.target.state_dict()),
-            **optimizer_tensors,
             **{f"replay.{name}": torch.from_numpy(_plain(array))
                for name, array in replay.items() if name != "header"},
         }
-        meta = {"optimizer": optimizer_meta, "updates": self.updates,
+        meta = {**learner_meta, "updates": self.updates,
                 "target_syncs": self.target_syncs, "rng": self._rng.bit_generator.state,
                 "replay": json.loads(str(replay["header"]))}
         return tensors, meta
@@ -158,9 +157,8 @@ class DQNAgent:
         In a rollback the envs play on while the memory goes back to the checkpoint, so
         the next step starts new episodes in it rather than continue the old ones.
         """
-        self.network.load_state_dict(without_prefix("network", tensors))
+        load_learner_state(self.network, self.optimizer, tensors, meta)
         self.target.load_state_dict(without_prefix("target", tensors))
-        load_optimizer_state(self.optimizer, "optimizer", tensors, meta["optimizer"])
         self.updates, self.target_syncs = meta["updates"], meta["target_syncs"]
         self._rng.bit_generator.state = meta["rng"]
         replay: dict[str, np.ndarray] = {"header": np.array(json.dumps(meta["replay"]))}
