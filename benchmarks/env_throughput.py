@@ -6,9 +6,9 @@ All three play Breakout with the same random actions in one process. Our pipelin
 life-loss episodes, forced FIRE, first-frame stacking and score bookkeeping in numpy on
 top of ale-py's C++ vector env; the bare env shows what that costs, and SB3's
 `make_atari_env` + `VecFrameStack` (Python wrappers, one emulator after the other) is the
-usual alternative. The pipelines take turns in short chunks, so that other load on a
-shared machine hits them alike, and the median of the repeats is reported. The last line printed
-is one JSON object.
+usual alternative. The pipelines take turns in short chunks, in a random order each
+time, so that other load on a shared machine hits them alike, and the median of the
+repeats is reported. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def main() -> None:
     pipelines = [make(args.envs, args.threads, args.seed) for make in (ours, bare, sb3)]
     assert len({p.num_actions for p in pipelines}) == 1, "the pipelines disagree on actions"
     rng = np.random.default_rng(args.seed)
+    order_rng = np.random.default_rng(args.seed + 1)
 
     def draw(agent_steps: int) -> np.ndarray:
         rows = max(1, agent_steps // args.envs)
@@ -105,9 +106,13 @@ def main() -> None:
     for repeat in range(args.repeats):
         actions = draw(args.steps)  # the same actions for every pipeline in this repeat
         seconds = [0.0] * len(pipelines)
-        for chunk in np.array_split(actions, max(1, args.steps // args.chunk)):
-            for i, pipeline in enumerate(pipelines):  # take turns: same machine load for all
-                seconds[i] += seconds_to_play(pipeline, chunk)
+        chunks = np.array_split(actions, max(1, args.steps // args.chunk))
+        for chunk in chunks:
+            # Take turns, so that other load hits all alike, in a new random order each
+            # time: whichever pipeline plays right after SB3's chunk runs up to 15% slower
+            # (measured), and that must not always be the same one.
+            for i in order_rng.permutation(len(pipelines)):
+                seconds[i] += seconds_to_play(pipelines[i], chunk)
         for pipeline, spent in zip(pipelines, seconds, strict=True):
             pipeline.rates.append(actions.size / spent)
             print(f"repeat {repeat + 1}/{args.repeats} {pipeline.name}: "

@@ -96,10 +96,10 @@ class A2CAgent:
         if config.optimizer == "rmsprop":
             self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
                 self.network.parameters(), lr=config.learning_rate, alpha=config.rmsprop_alpha,
-                eps=config.optimizer_eps)
+                eps=config.optimizer_eps, foreach=True)
         else:
             self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate,
-                                              eps=config.optimizer_eps)
+                                              eps=config.optimizer_eps, fused=True)
         self.rollout = self._new_rollout()
         self.lr_scale = 1.0
         self._autocast = config.bf16 and bf16_pays_off(device)
@@ -123,7 +123,8 @@ class A2CAgent:
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, agent_step: int) -> np.ndarray:
-        logits, _ = self._forward(torch.from_numpy(obs).to(self.device))
+        with self._autocast_context():  # the torso as in the update; the heads stay fp32
+            logits, _ = self._forward(torch.from_numpy(obs).to(self.device))
         if self.config.action_selection == "argmax":
             actions = logits.argmax(dim=1)
         else:

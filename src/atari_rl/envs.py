@@ -108,7 +108,7 @@ class AtariPipeline:
             game_id(config.game),
             config.num_envs,
             num_threads=config.num_threads,
-            stack_num=1,  # we stack ourselves, to repeat the first frame
+            stack_num=config.frame_stack,  # its first stacks of an episode are fixed here
             frameskip=FRAMESKIP,
             maxpool=True,
             grayscale=True,
@@ -126,7 +126,11 @@ class AtariPipeline:
         self.num_actions = len(self.action_meanings)
         self._fire = config.fire_after_life_loss and needs_fire(self.action_meanings)
         n = config.num_envs
-        self._stack = np.zeros((n, config.frame_stack, *FRAME_SHAPE), dtype=np.uint8)
+        # ale-py stacks the frames in its C++ threads, but starts a game's stack with zeros
+        # and carries the old life's frames over a life loss: the first stack_num - 1 stacks
+        # of each episode get their older slots filled here, from the episode's first frame.
+        self._first_frame = np.zeros((n, *FRAME_SHAPE), dtype=np.uint8)
+        self._episode_age = np.zeros(n, dtype=np.int64)  # steps since the episode's first stack
         self._pending_reset = np.zeros(n, dtype=bool)  # last step ended an episode
         self._fire_next = np.zeros(n, dtype=bool)  # a life was lost: press FIRE now
         self._lives = np.zeros(n, dtype=np.int64)
@@ -144,9 +148,8 @@ class AtariPipeline:
         """
         sequence = np.random.SeedSequence(self.config.seed if seed is None else seed)
         env_seeds = sequence.generate_state(self.num_envs, dtype=np.uint32) >> 1  # int32 range
-        frames, info = self._env.reset(seed=env_seeds.astype(np.int64))
-        everyone = np.ones(self.num_envs, dtype=bool)
-        self._start_stacks(frames[:, 0], everyone)
+        obs, info = self._env.reset(seed=env_seeds.astype(np.int64))
+        self._fix_stacks(obs, np.ones(self.num_envs, dtype=bool))
         self._pending_reset[:] = False
         self._fire_next[:] = False
         self._lives[:] = info["lives"]
@@ -154,13 +157,13 @@ class AtariPipeline:
         for counter in (self._game_score, self._game_steps, self._episode_score,
                         self._episode_steps):
             counter[:] = 0
-        return self._stack.copy()
+        return obs
 
     def step(self, actions: np.ndarray) -> Step:
         actions = np.array(actions, dtype=np.int64)
         if self._fire:
             actions[self._fire_next | self._pending_reset] = FIRE
-        frames, raw, terminated, truncated, info = self._env.step(actions.astype(np.int32))
+        obs, raw, terminated, truncated, info = self._env.step(actions.astype(np.int32))
         raw = raw.astype(np.float32)
         first = self._pending_reset.copy()
         lives = info["lives"].astype(np.int64)
@@ -180,14 +183,14 @@ class AtariPipeline:
         self._episode_steps += live
         episodes = self._finish_episodes(done & live)
 
-        self._push_frames(frames[:, 0], first)
+        self._fix_stacks(obs, first)
         life_lost = (lives < self._lives) & ~game_reset & ~done
         self._fire_next = life_lost & self._fire
         self._pending_reset = done.copy()
         self._lives = lives
         self._episode_frame = episode_frame
         return Step(
-            obs=self._stack.copy(),
+            obs=obs,
             reward=reward.astype(np.float32),
             raw_reward=raw,
             terminated=terminated.astype(bool),
@@ -215,15 +218,19 @@ class AtariPipeline:
         self._episode_steps[mask] = 0
         return episodes
 
-    def _push_frames(self, frames: np.ndarray, first: np.ndarray) -> None:
-        self._stack[:, :-1] = self._stack[:, 1:]
-        self._stack[:, -1] = frames
-        if first.any():
-            self._start_stacks(frames, first)
-
-    def _start_stacks(self, frames: np.ndarray, mask: np.ndarray) -> None:
-        if self.config.repeat_first_frame:
-            self._stack[mask] = frames[mask][:, None]
-        else:
-            self._stack[mask] = 0
-            self._stack[mask, -1] = frames[mask]
+    def _fix_stacks(self, obs: np.ndarray, first: np.ndarray) -> None:
+        """Fill, in place, the slots of young episodes' stacks that predate the episode."""
+        self._episode_age += 1
+        self._episode_age[first] = 0
+        self._first_frame[first] = obs[first, -1]
+        history = self.config.frame_stack - 1
+        young = np.flatnonzero(self._episode_age < history)
+        if young.size == 0:
+            return
+        fill = self._first_frame[young]
+        if not self.config.repeat_first_frame:
+            fill = np.zeros_like(fill)
+        stacks = obs[young]
+        before_episode = np.arange(history + 1) < (history - self._episode_age[young])[:, None]
+        stacks[before_episode] = np.broadcast_to(fill[:, None], stacks.shape)[before_episode]
+        obs[young] = stacks
