@@ -240,6 +240,14 @@ def test_new_episode_stacks_are_zero_padded_when_asked() -> None:
     obs, first = record.stacked("obs"), record.stacked("first")
     assert first.any()
     assert all(_is_zero_padded(stack) for stack in obs[first])
+    # The next stacks shift in new frames behind the zeros: none of the previous life's
+    # frames, which ale-py's own stack carries over a life loss, comes back.
+    for t, env in zip(*np.nonzero(first[:-2]), strict=True):
+        for age in (1, 2):
+            stack = obs[t + age, env]
+            assert not first[t + age, env]
+            assert not stack[:3 - age].any(), f"step {t + age} env {env}"
+            assert np.array_equal(stack[3 - age:-1], obs[t + age - 1, env][4 - age:])
 
 
 def test_no_transition_crosses_an_episode_boundary(random_play: Recording) -> None:
