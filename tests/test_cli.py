@@ -53,3 +53,11 @@ def test_preset_values_can_be_overridden(tmp_path, capsys):
     assert config["entropy_coef"] == 0.02
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["agent_steps"] >= 64
+
+
+def test_train_help_gives_each_algorithm_its_own_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--n-steps N|episode default 5 for a2c, 3 for dqn" in help_text
+    assert "--gamma GAMMA default 0.99" in help_text

@@ -60,8 +60,17 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
                 continue
             seen.add(field.name)
             group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                               default=None, help=f"default {field.default}",
+                               default=None, help=_default_help(field.name),
                                **_option_type(field))
+
+
+def _default_help(name: str) -> str:
+    """The option's default, per algorithm where they differ (--n-steps: 5 for a2c, 3 for dqn)."""
+    defaults = {algo: field.default for algo, config_class in cfg.ALGORITHMS.items()
+                for field in dataclasses.fields(config_class) if field.name == name}
+    if len(set(map(str, defaults.values()))) == 1:
+        return f"default {next(iter(defaults.values()))}"
+    return "default " + ", ".join(f"{value} for {algo}" for algo, value in defaults.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
