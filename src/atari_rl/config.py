@@ -92,7 +92,7 @@ class A2CConfig(RunConfig):
     max_grad_norm: float = 0.5
     action_selection: str = "sample"  # sample, or argmax (the write-up's choice)
     compile: bool = True  # torch.compile the network (FACTS.md: +50% on this CPU)
-    bf16: bool = True  # bf16 autocast for the update on CPUs that have it
+    bf16: bool = True  # bf16 autocast of the torso, acting and learning, on CPUs that have it
     log_every: int = 8_000
 
     def validate(self) -> None:
