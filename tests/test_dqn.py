@@ -239,12 +239,18 @@ def test_learns_the_right_first_choice_by_bootstrapping(tmp_path: Path, dueling:
     assert summary["score_mean20"] >= 0.8  # random play scores 1/3
 
 
-def test_target_network_follows_the_online_network_every_target_update_steps() -> None:
-    config = tiny_config(target_update=40, learning_starts=16, batch_size=4, train_freq=4)
+def started_agent(config: DQNConfig) -> tuple[DQNAgent, ChoiceEnv, np.ndarray]:
+    """A fresh agent on the choice task, its games started; returns their first stacks."""
     agent = DQNAgent(config, NUM_ACTIONS, torch.device("cpu"))
     env = ChoiceEnv(config.num_envs)
     obs = env.reset()
     agent.start(obs)
+    return agent, env, obs
+
+
+def test_target_network_follows_the_online_network_every_target_update_steps() -> None:
+    config = tiny_config(target_update=40, learning_starts=16, batch_size=4, train_freq=4)
+    agent, env, obs = started_agent(config)
 
     def same() -> bool:
         return all(torch.equal(a, b) for a, b in
@@ -284,10 +290,7 @@ def play(agent: DQNAgent, env: ChoiceEnv, obs: np.ndarray, agent_step: int, step
 def test_a_checkpointed_agent_resumes_exactly(tmp_path: Path) -> None:
     """state() through a real checkpoint, load_state() into a new agent: both go on alike."""
     config = tiny_config(learning_starts=16, batch_size=4, train_freq=4, target_update=24)
-    agent = DQNAgent(config, NUM_ACTIONS, torch.device("cpu"))
-    env = ChoiceEnv(config.num_envs)
-    obs = env.reset()
-    agent.start(obs)
+    agent, env, obs = started_agent(config)
     agent_step = 0
 
     obs, _ = play(agent, env, obs, agent_step, 15)
@@ -318,10 +321,7 @@ def test_a_checkpointed_agent_resumes_exactly(tmp_path: Path) -> None:
 
 def test_a_rollback_mid_game_neither_bursts_updates_nor_joins_episodes() -> None:
     config = tiny_config(learning_starts=16, batch_size=4, train_freq=4, target_update=24)
-    agent = DQNAgent(config, NUM_ACTIONS, torch.device("cpu"))
-    env = ChoiceEnv(config.num_envs)
-    obs = env.reset()
-    agent.start(obs)
+    agent, env, obs = started_agent(config)
     obs, _ = play(agent, env, obs, 0, 15)
     tensors, meta = agent.state()
     updates_then = agent.updates
@@ -338,10 +338,7 @@ def test_a_rollback_mid_game_neither_bursts_updates_nor_joins_episodes() -> None
 
 def test_stats_before_learning_starts_keep_the_columns_of_later_rows() -> None:
     config = tiny_config()
-    agent = DQNAgent(config, NUM_ACTIONS, torch.device("cpu"))
-    env = ChoiceEnv(config.num_envs)
-    obs = env.reset()
-    agent.start(obs)
+    agent, env, obs = started_agent(config)
     step = env.step(agent.act(obs, 0))
     early = agent.observe(obs, step, 4)
     assert early is not None and math.isnan(early["td_loss"])
