@@ -129,7 +129,6 @@ class AtariPipeline:
         # ale-py stacks the frames in its C++ threads, but starts a game's stack with zeros
         # and carries the old life's frames over a life loss: the first stack_num - 1 stacks
         # of each episode get their older slots filled here, from the episode's first frame.
-        self._first_frame = np.zeros((n, *FRAME_SHAPE), dtype=np.uint8)
         self._episode_age = np.zeros(n, dtype=np.int64)  # steps since the episode's first stack
         self._pending_reset = np.zeros(n, dtype=bool)  # last step ended an episode
         self._fire_next = np.zeros(n, dtype=bool)  # a life was lost: press FIRE now
@@ -222,15 +221,7 @@ class AtariPipeline:
         """Fill, in place, the slots of young episodes' stacks that predate the episode."""
         self._episode_age += 1
         self._episode_age[first] = 0
-        self._first_frame[first] = obs[first, -1]
         history = self.config.frame_stack - 1
-        young = np.flatnonzero(self._episode_age < history)
-        if young.size == 0:
-            return
-        fill = self._first_frame[young]
-        if not self.config.repeat_first_frame:
-            fill = np.zeros_like(fill)
-        stacks = obs[young]
-        before_episode = np.arange(history + 1) < (history - self._episode_age[young])[:, None]
-        stacks[before_episode] = np.broadcast_to(fill[:, None], stacks.shape)[before_episode]
-        obs[young] = stacks
+        for env in np.flatnonzero(self._episode_age < history):
+            start = history - self._episode_age[env]  # the slot of the episode's first frame
+            obs[env, :start] = obs[env, start] if self.config.repeat_first_frame else 0
