@@ -106,8 +106,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         actions = draw(args.steps)  # the same actions for every pipeline in this repeat
         seconds = [0.0] * len(pipelines)
-        chunks = np.array_split(actions, max(1, args.steps // args.chunk))
-        for chunk in chunks:
+        for chunk in np.array_split(actions, max(1, args.steps // args.chunk)):
             # Take turns, so that other load hits all alike, in a new random order each
             # time: whichever pipeline plays right after SB3's chunk runs up to 15% slower
             # (measured), and that must not always be the same one.

@@ -20,7 +20,7 @@ from common import learn_and_evaluate
 
 from atari_rl.config import PRESETS
 
-STUDY = ["seed-n5", "seed-n20", "seed-n50", "seed-n100", "seed-ninf"]
+STUDY = [name for name in PRESETS if name.startswith("seed-n")]  # as config.py defines them
 
 
 def main() -> None:
