@@ -21,7 +21,7 @@ import json
 import torch
 from common import learn_and_evaluate, ours_steps_per_s, sb3_breakout, sb3_steps_per_s
 
-from atari_rl.config import A2CConfig
+from atari_rl.a2c import A2CConfig
 
 THREADS = 2
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from common import learn_and_evaluate, ours_steps_per_s, sb3_breakout, sb3_steps_per_s
 
-from atari_rl.config import DQNConfig
+from atari_rl.dqn import DQNConfig
 
 THREADS = 2  # torch threads of both sides (and our emulator threads); --threads changes it
 BUFFER = 100_000  # the SB3 comparison's settings

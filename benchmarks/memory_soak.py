@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from atari_rl.config import DQNConfig
+from atari_rl.dqn import DQNConfig
 from atari_rl.replay import ReplayMemory
 
 GROWTH_TARGET = 0.05

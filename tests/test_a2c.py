@@ -3,11 +3,11 @@
 import numpy as np
 import torch
 
-from atari_rl.a2c import Rollout
+from atari_rl.a2c import A2CConfig
 from atari_rl.checkpoints import load_tensors
-from atari_rl.config import A2CConfig
 from atari_rl.envs import Step
 from atari_rl.networks import ActorCritic
+from atari_rl.rollout import Rollout
 from atari_rl.training import train
 from tests.tasks import CueTask, cue_screen
 

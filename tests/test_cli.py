@@ -59,5 +59,8 @@ def test_train_help_gives_each_algorithm_its_own_default(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--n-steps N|episode default 5 for a2c, 3 for dqn" in help_text
-    assert "--gamma GAMMA default 0.99" in help_text
+    assert ('--n-steps N|WORD N-step returns: a positive integer, or "episode" (Monte Carlo) '
+            "(default 5 for a2c, 3 for dqn, 128 for ppo)") in help_text
+    assert "--gamma GAMMA discount factor (default 0.99)" in help_text
+    # the meaning is the field's comment in its dataclass
+    assert "--clip-schedule CLIP_SCHEDULE constant, or linear: the clip range decays" in help_text

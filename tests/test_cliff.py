@@ -9,9 +9,12 @@ from collections import deque
 
 import pytest
 
+from atari_rl.algorithms import algorithms
 from atari_rl.cliff import CliffConfig, CliffDetector, CliffEvent, parse_reaction
 
 ACTIONS = 4  # Breakout
+A2C_SIGNALS = algorithms()["a2c"].cliff  # the statistics each algorithm declares
+DQN_SIGNALS = algorithms()["dqn"].cliff
 
 
 def a2c_stats(critic: float = 0.05, entropy: float = 1.0, grad_norm: float = 0.4,
@@ -42,7 +45,7 @@ class Feeder:
 def warmed(config: CliffConfig | None = None, updates: int = 300, seed: int = 0) -> Feeder:
     """A detector that has seen `updates` healthy, noisy updates (critic loss ~0.05)."""
     rng = random.Random(seed)
-    feed = Feeder(CliffDetector(config or CliffConfig(), ACTIONS))
+    feed = Feeder(CliffDetector(config or CliffConfig(), ACTIONS, A2C_SIGNALS))
     for _ in range(updates):
         assert feed(a2c_stats(critic=0.05 * rng.lognormvariate(0, 0.7))) is None
     return feed
@@ -52,7 +55,7 @@ def test_a_healthy_a2c_run_never_fires():
     # 20,000 updates: spiky critic losses on a rising level, entropy from uniform down to a
     # nearly deterministic good agent, scores from random play to ~300 with game noise.
     rng = random.Random(1)
-    feed = Feeder(CliffDetector(CliffConfig(), ACTIONS))
+    feed = Feeder(CliffDetector(CliffConfig(), ACTIONS, A2C_SIGNALS))
     last20, last100 = deque(maxlen=20), deque(maxlen=100)
     best100 = math.nan
     updates = 20_000
@@ -80,7 +83,7 @@ def test_a_healthy_a2c_run_never_fires():
 
 def test_a_dqn_run_with_nan_placeholders_before_learning_never_fires():
     rng = random.Random(2)
-    feed = Feeder(CliffDetector(CliffConfig(), ACTIONS))
+    feed = Feeder(CliffDetector(CliffConfig(), ACTIONS, DQN_SIGNALS))
     placeholder = {"td_loss": math.nan, "q_mean": math.nan, "target_mean": math.nan,
                    "grad_norm": math.nan, "epsilon": 1.0, "replay_size": 100.0}
     for _ in range(500):  # the replay memory fills
@@ -106,13 +109,13 @@ def test_an_infinite_grad_norm_fires_non_finite():
 
 
 def test_inf_fires_even_on_the_first_update_but_nan_placeholders_do_not():
-    assert Feeder(CliffDetector(CliffConfig(), ACTIONS))({"td_loss": math.nan}) is None
-    event = Feeder(CliffDetector(CliffConfig(), ACTIONS))({"td_loss": math.inf})
+    assert Feeder(CliffDetector(CliffConfig(), ACTIONS, DQN_SIGNALS))({"td_loss": math.nan}) is None
+    event = Feeder(CliffDetector(CliffConfig(), ACTIONS, DQN_SIGNALS))({"td_loss": math.inf})
     assert event is not None and event.kind == "non_finite"
 
 
 def test_a_nan_td_loss_after_learning_started_fires():
-    feed = Feeder(CliffDetector(CliffConfig(), ACTIONS))
+    feed = Feeder(CliffDetector(CliffConfig(), ACTIONS, DQN_SIGNALS))
     feed({"td_loss": 0.02, "q_mean": 1.0, "grad_norm": 1.0})
     event = feed({"td_loss": math.nan, "q_mean": math.nan, "grad_norm": math.nan})
     assert event is not None and event.kind == "non_finite"
@@ -131,7 +134,7 @@ def test_critic_loss_jumping_1000x_fires_with_the_numbers():
 
 
 def test_td_loss_explosion_fires_for_dqn():
-    feed = Feeder(CliffDetector(CliffConfig(), ACTIONS))
+    feed = Feeder(CliffDetector(CliffConfig(), ACTIONS, DQN_SIGNALS))
     for _ in range(300):
         feed({"td_loss": 0.01, "q_mean": 1.0, "grad_norm": 1.0})
     for _ in range(3):
@@ -159,7 +162,7 @@ def test_an_explosion_never_becomes_the_recent_range():
 
 def test_the_critic_limit_is_the_factor_times_the_upper_quantile():
     def one_to_thousand() -> Feeder:
-        feed = Feeder(CliffDetector(CliffConfig(critic_patience=1), ACTIONS))
+        feed = Feeder(CliffDetector(CliffConfig(critic_patience=1), ACTIONS, A2C_SIGNALS))
         losses = [float(i) for i in range(1, 1001)]
         random.Random(3).shuffle(losses)
         for loss in losses:
@@ -173,7 +176,7 @@ def test_the_critic_limit_is_the_factor_times_the_upper_quantile():
 
 
 def test_a_near_perfect_critic_does_not_fire_on_its_first_surprise():
-    feed = Feeder(CliffDetector(CliffConfig(), ACTIONS))
+    feed = Feeder(CliffDetector(CliffConfig(), ACTIONS, A2C_SIGNALS))
     for _ in range(300):
         feed(a2c_stats(critic=1e-6))
     for _ in range(3):
@@ -260,11 +263,11 @@ def test_state_round_trip_through_json_keeps_behaviour_identical():
     feed(a2c_stats(critic=1e4))
     feed(a2c_stats(critic=1e4))  # a streak of 2 in progress is in the state too
     saved = len(feed.events)
-    restored = CliffDetector(config, ACTIONS)
+    restored = CliffDetector(config, ACTIONS, A2C_SIGNALS)
     restored.load_state_dict(json.loads(json.dumps(feed.detector.state_dict())))
     twin = Feeder(restored)
     twin.step, twin.games = feed.step, feed.games
-    fresh = Feeder(CliffDetector(config, ACTIONS))
+    fresh = Feeder(CliffDetector(config, ACTIONS, A2C_SIGNALS))
     fresh.step = feed.step
 
     rng = random.Random(4)
@@ -285,7 +288,7 @@ def test_state_round_trip_through_json_keeps_behaviour_identical():
 
 
 def test_the_window_keeps_only_the_newest_losses():
-    feed = Feeder(CliffDetector(CliffConfig(critic_window=300), ACTIONS))
+    feed = Feeder(CliffDetector(CliffConfig(critic_window=300), ACTIONS, A2C_SIGNALS))
     for _ in range(300):
         feed(a2c_stats(critic=1000.0))
     for _ in range(300):

@@ -7,10 +7,9 @@ import numpy as np
 import torch
 
 from atari_rl import training
-from atari_rl.a2c import A2CAgent
+from atari_rl.a2c import A2CAgent, A2CConfig
 from atari_rl.checkpoints import best_checkpoint, list_checkpoints, load_checkpoint
 from atari_rl.cli import main
-from atari_rl.config import A2CConfig
 from atari_rl.envs import Episode
 from tests.tasks import CueTask
 

@@ -19,8 +19,8 @@ from torch import nn
 
 from atari_rl import cli
 from atari_rl.checkpoints import FINAL_POLICY, load_checkpoint, load_tensors, save_checkpoint
-from atari_rl.config import DQNConfig, resolve
-from atari_rl.dqn import DQNAgent, epsilon, q_values, td_loss
+from atari_rl.config import resolve
+from atari_rl.dqn import DQNAgent, DQNConfig, epsilon, q_values, td_loss
 from atari_rl.envs import Episode, Step
 from atari_rl.maths import double_dqn_targets
 from atari_rl.networks import QNetwork
@@ -99,7 +99,7 @@ def test_presets_resolve_to_their_settings() -> None:
             nature.train_freq, nature.target_update, nature.n_steps) == (
         "dqn", 1, 1_000_000, 32, 4, 10_000, 1)
     fast = resolve("dqn", "dqn-fast", {"steps": 1_000_000})
-    assert fast == DQNConfig(steps=1_000_000)
+    assert fast == DQNConfig(steps=1_000_000, preset="dqn-fast")
 
 
 @pytest.mark.parametrize(

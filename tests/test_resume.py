@@ -50,10 +50,11 @@ ALGO_OPTIONS = {
     "a2c": ["--algo", "a2c"],
     "dqn": ["--algo", "dqn", "--learning-starts", "400", "--buffer-size", "4000",
             "--batch-size", "32", "--target-update", "800", "--no-bf16"],
+    "ppo": ["--algo", "ppo", "--n-steps", "32", "--epochs", "2", "--minibatches", "2"],
 }
 
 
-@pytest.mark.parametrize("algo", ["a2c", "dqn"])
+@pytest.mark.parametrize("algo", list(ALGO_OPTIONS))
 def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, algo):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     options = [*SHORT_RUN, *ALGO_OPTIONS[algo], "--exact-resume"]
@@ -98,7 +99,7 @@ def test_only_the_last_checkpoints_and_the_best_are_kept(tmp_path):
     assert len(names) <= 3
 
 
-@pytest.mark.parametrize("algo", ["a2c", "dqn"])
+@pytest.mark.parametrize("algo", list(ALGO_OPTIONS))
 def test_a_checkpoint_restores_the_learner_exactly(tmp_path, algo):
     """Without --exact-resume the games restart on resume, but the learner goes on exactly:
     the state a checkpoint holds comes back unchanged."""

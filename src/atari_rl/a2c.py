@@ -14,77 +14,86 @@ from typing import Any
 import numpy as np
 import torch
 
+from atari_rl.algorithms import PROBABILITIES, Algorithm, CliffSignals, register
 from atari_rl.checkpoints import learner_state, load_learner_state
-from atari_rl.config import EPISODE, A2CConfig
+from atari_rl.config import Preset, RunConfig, require
 from atari_rl.envs import Step
 from atari_rl.maths import a2c_loss, explained_variance, linear_schedule, nstep_returns
-from atari_rl.networks import ActorCritic, bf16_pays_off
+from atari_rl.networks import ActorCritic, actor_critic_from, bf16_pays_off
+from atari_rl.plots import FigureSpec, Panel
+from atari_rl.rollout import EPISODE, Rollout, RolloutBatch
 
 MAX_UPDATE_BATCH = 2_048  # samples per forward/backward; bounds memory in episode mode
 
 
 @dataclass
-class RolloutBatch:
-    """Rows [T, E] of a rollout and which of them are learned from."""
+class A2CConfig(RunConfig):
+    """Synchronous advantage actor-critic (Mnih et al. 2016, the synchronous form of A3C)."""
 
-    obs: np.ndarray  # uint8 [T, E, 4, 84, 84]: the stack each action was taken in
-    actions: np.ndarray  # int64 [T, E]
-    rewards: np.ndarray  # float32 [T, E], clipped
-    terminated: np.ndarray  # bool [T, E]
-    truncated: np.ndarray  # bool [T, E]: truncation, or the end of a capped rollout
-    mask: np.ndarray  # bool [T, E]: real transitions not learned from before
+    algo: str = "a2c"
+    n_steps: int | str = 5  # N-step returns: a positive integer, or "episode" (Monte Carlo)
+    max_rollout_steps: int = 2_000  # bounds memory when n_steps is "episode"
+    gamma: float = 0.99  # discount factor
+    learning_rate: float = 7e-4
+    lr_schedule: str = "linear"  # linear decay to 0 over the run (as OpenAI baselines), or constant
+    optimizer: str = "rmsprop"  # rmsprop as in A3C, or adam
+    rmsprop_alpha: float = 0.99  # RMSprop's smoothing constant
+    optimizer_eps: float = 1e-5  # the optimizer's epsilon
+    entropy_coef: float = 0.01  # weight of the entropy bonus in the loss
+    value_coef: float = 0.5  # weight of the critic's squared error in the loss
+    max_grad_norm: float = 0.5  # gradients are clipped to this L2 norm
+    action_selection: str = "sample"  # sample, or argmax (the write-up's choice)
+    compile: bool = True  # torch.compile the network (FACTS.md: +50% on this CPU)
+    bf16: bool = True  # bf16 autocast of the torso, acting and learning, on CPUs that have it
+    log_every: int = 8_000
+
+    def validate(self) -> None:
+        super().validate()
+        if isinstance(self.n_steps, str) and self.n_steps != EPISODE:
+            self.n_steps = parse_n_steps(self.n_steps)
+        require(self.n_steps == EPISODE or self.n_steps > 0,
+                "--n-steps must be a positive integer or 'episode'")
+        require(self.max_rollout_steps > 0, "--max-rollout-steps must be positive")
+        require(0.0 < self.gamma <= 1.0, "--gamma must be in (0, 1]")
+        require(self.learning_rate > 0, "--learning-rate must be positive")
+        require(self.lr_schedule in ("constant", "linear"),
+                "--lr-schedule must be constant or linear")
+        require(self.optimizer in ("rmsprop", "adam"), "--optimizer must be rmsprop or adam")
+        require(self.action_selection in ("sample", "argmax"),
+                "--action-selection must be sample or argmax")
+        require(self.max_grad_norm > 0, "--max-grad-norm must be positive")
 
 
-class Rollout:
-    """Collects steps until an update is due, for N-step and for whole-episode rollouts.
+def parse_n_steps(text: str | int) -> int | str:
+    if text == EPISODE:
+        return EPISODE
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"--n-steps must be a positive integer or 'episode', not '{text}'") from None
 
-    In episode mode an env whose episode ended keeps playing while the others finish
-    theirs; the steps of its next episode stay here for the following update (they were
-    chosen by a policy one update older). Each row is learned from exactly once.
-    """
 
-    def __init__(self, num_envs: int, n_steps: int | str, max_rows: int):
-        self.num_envs = num_envs
-        self.n_steps = n_steps
-        self.max_rows = n_steps if n_steps != EPISODE else max_rows
-        self._rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                               np.ndarray]] = []
-        self._consumed = np.zeros(num_envs, dtype=np.int64)  # rows below are learned already
-        self._episode_ended = np.zeros(num_envs, dtype=bool)  # since the last update
+def _seed_study(n_steps: int | str) -> Preset:
+    """The write-up's study: entropy 0.1, critic 0.5, argmax actions, linear decay."""
+    return Preset(
+        name=f"seed-n{'inf' if n_steps == EPISODE else n_steps}",
+        algo="a2c",
+        summary=f"the write-up's A2C with N = {n_steps} (entropy 0.1, argmax actions, linear lr)",
+        changes={
+            "n_steps": n_steps,
+            "entropy_coef": 0.1,
+            "value_coef": 0.5,
+            "action_selection": "argmax",
+            "lr_schedule": "linear",
+        },
+    )
 
-    def __len__(self) -> int:
-        return len(self._rows)
 
-    def add(self, obs: np.ndarray, step: Step) -> None:
-        self._rows.append((obs, step.actions, step.reward, step.terminated, step.truncated,
-                           step.first))
-        self._episode_ended |= step.done & ~step.first
-
-    def ready(self) -> bool:
-        if len(self._rows) >= self.max_rows:
-            return True
-        return self.n_steps == EPISODE and bool(self._episode_ended.all())
-
-    def take(self) -> RolloutBatch:
-        obs, actions, rewards, terminated, truncated, first = (np.stack(c) for c in
-                                                                zip(*self._rows, strict=True))
-        rows = len(self._rows)
-        cut = np.full(self.num_envs, rows)
-        if self.n_steps == EPISODE and rows < self.max_rows:
-            ended = (terminated | truncated) & ~first
-            cut = rows - np.argmax(ended[::-1], axis=0)  # one past each env's last episode end
-        index = np.arange(rows)[:, None]
-        mask = (index >= self._consumed) & (index < cut) & ~first
-        if rows >= self.max_rows and self.n_steps == EPISODE:
-            truncated = truncated.copy()
-            truncated[-1] |= ~terminated[-1]  # a capped episode bootstraps like a truncation
-        keep_from = int(cut.min())
-        self._rows = self._rows[keep_from:]
-        self._consumed = cut - keep_from
-        self._episode_ended[:] = False
-        for t, row in enumerate(self._rows):
-            self._episode_ended |= (row[3] | row[4]) & ~row[5] & (t >= self._consumed)
-        return RolloutBatch(obs, actions, rewards, terminated, truncated, mask)
+PRESETS = (
+    Preset("a2c", "a2c", "best known A2C settings for Breakout (the default)", {}),
+    *(_seed_study(n) for n in (5, 20, 50, 100, EPISODE)),
+)
 
 
 class A2CAgent:
@@ -195,3 +204,31 @@ class A2CAgent:
     def _autocast_context(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast)
 
+
+ALGORITHM = register(Algorithm(
+    name="a2c",
+    title="A2C",
+    config=A2CConfig,
+    presets=PRESETS,
+    make_agent=lambda config, num_actions, device: A2CAgent(config, num_actions, device),
+    load_network=actor_critic_from,
+    outputs=PROBABILITIES,
+    figures=(
+        FigureSpec("entropy", "Policy entropy: at the dashed line the policy is uniform", (
+            Panel("entropy", "entropy (nats)", reference="uniform entropy"),
+            Panel("max_action_prob", "probability of the\nlikeliest action",
+                  reference="uniform probability"),
+        )),
+        FigureSpec("losses", "Losses (the critic's on a log scale)", (
+            Panel("actor_loss", "actor loss"),
+            Panel("critic_loss", "critic loss\n(squared return error)", log=True),
+        )),
+        FigureSpec("value", "Value estimates", (
+            Panel("value_mean", "mean V(s)\n(clipped-reward units)"),
+            Panel("explained_variance", "explained variance\nof the returns"),
+        )),
+    ),
+    cliff=CliffSignals(loss="critic_loss", entropy="entropy",
+                       watched=("actor_loss", "critic_loss", "entropy", "grad_norm",
+                                "value_mean")),
+))

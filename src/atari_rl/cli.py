@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,54 +33,92 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _n_steps(text: str) -> int | str:
+def _int_or_word(text: str) -> int | str:
+    """For a field that takes a number or a word (--n-steps 5 or episode): its validate()
+    names what is allowed."""
     try:
-        return cfg.parse_n_steps(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _option_type(field: dataclasses.Field) -> dict[str, Any]:
-    if field.name == "n_steps":
-        return {"type": _n_steps, "metavar": "N|episode"}
-    kind = {"int": int, "float": float, "str": str, "bool": bool}[str(field.type)]
-    if kind is bool:
+    kind = str(field.type).replace(" | None", "")
+    if kind == "int | str":
+        return {"type": _int_or_word, "metavar": "N|WORD"}
+    parse = {"int": int, "float": float, "str": str, "bool": bool}[kind]
+    if parse is bool:
         return {"action": argparse.BooleanOptionalAction}
-    return {"type": kind}
+    return {"type": parse}
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per config field: the common ones, then each algorithm's own."""
-    seen = {"algo"}
+    """One option per config field: the common ones, then each algorithm's own. The help
+    is the field's comment in its dataclass, and its default."""
+    from atari_rl.algorithms import algorithms
+
+    seen = {"algo", "preset"}  # chosen by --algo and --preset themselves
     groups = [("options of every algorithm", cfg.RunConfig)]
-    groups += [(f"{algo} options", config_class) for algo, config_class in cfg.ALGORITHMS.items()]
+    groups += [(f"{name} options", a.config) for name, a in algorithms().items()]
     for title, config_class in groups:
         group = parser.add_argument_group(title)
+        comments = field_comments(config_class)
         for field in dataclasses.fields(config_class):
             if field.name in seen:
                 continue
             seen.add(field.name)
+            meaning = comments.get(field.name, "")
             group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                               default=None, help=_default_help(field.name),
-                               **_option_type(field))
+                               default=None, help=(f"{meaning} " if meaning else "")
+                               + f"({_default_help(field.name)})", **_option_type(field))
+
+
+def field_comments(config_class: type) -> dict[str, str]:
+    """The comment after each field of a dataclass and of its bases: what the field means,
+    written once beside it, and shown by --help."""
+    import inspect
+    import re
+
+    comments: dict[str, str] = {}
+    for klass in reversed(config_class.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        lines = inspect.getsource(klass).splitlines()
+        for i, line in enumerate(lines):
+            match = re.match(r"\s+(\w+): [^=]+=.*?#\s?(.*)$", line)
+            if match is None:
+                continue
+            text = match.group(2)
+            for follow in lines[i + 1:]:  # a comment continued on the lines below
+                more = re.match(r"\s+#\s?(.*)$", follow)
+                if more is None:
+                    break
+                text += " " + more.group(1)
+            comments[match.group(1)] = text.replace("%", "%%")
+    return comments
 
 
 def _default_help(name: str) -> str:
     """The option's default, per algorithm where they differ (--n-steps: 5 for a2c, 3 for dqn)."""
-    defaults = {algo: field.default for algo, config_class in cfg.ALGORITHMS.items()
-                for field in dataclasses.fields(config_class) if field.name == name}
+    from atari_rl.algorithms import algorithms
+
+    defaults = {algo: field.default for algo, a in algorithms().items()
+                for field in dataclasses.fields(a.config) if field.name == name}
     if len(set(map(str, defaults.values()))) == 1:
         return f"default {next(iter(defaults.values()))}"
     return "default " + ", ".join(f"{value} for {algo}" for algo, value in defaults.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from atari_rl.algorithms import algorithms
+
     parser = _Parser(prog="atari-rl", description="Deep RL agents that learn Atari games "
                      "from pixels: A2C and Double DQN, fast on a CPU.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train an agent, writing a run directory")
-    train.add_argument("--algo", choices=sorted(cfg.ALGORITHMS), default=None)
+    train.add_argument("--algo", choices=list(algorithms()), default=None,
+                       help="the algorithm (default: the preset's, else the first)")
     train.add_argument("--preset", default=None, help="named settings: `atari-rl presets`")
     train.add_argument("--run-dir", type=Path, default=None,
                        help="where the run is written (default runs/ALGO-GAME-TIME)")
@@ -88,14 +127,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(train)
 
     commands.add_parser("presets", help="list the named settings and what they change")
+    _add_study_command(commands)
     _add_analysis_commands(commands)
     return parser
 
 
+def _add_study_command(commands: Any) -> None:
+    from atari_rl.study import DEFAULT_OUT, builtin_studies
+
+    study = commands.add_parser(
+        "study", help="train configurations x seeds on Ray (this machine or a cluster), then "
+                      "compare them with confidence intervals")
+    study.add_argument("spec", metavar="SPEC",
+                       help=f"a built-in study ({', '.join(builtin_studies())}), a TOML file, "
+                            f"or a study directory to finish")
+    study.add_argument("--seeds", default=None, help="seeds of every configuration, e.g. 0,1,2 "
+                       "(default: the spec's)")
+    study.add_argument("--steps", type=int, default=None,
+                       help="agent steps per trial (default: the spec's)")
+    study.add_argument("--games", type=int, default=None,
+                       help="evaluation games per trial (default: the spec's)")
+    study.add_argument("--out", type=Path, default=None,
+                       help=f"the study directory (default {DEFAULT_OUT}/study-NAME); run the "
+                            f"same command again to resume it")
+    study.add_argument("--address", default=None,
+                       help="a Ray cluster's address (default $RAY_ADDRESS; without either, "
+                            "Ray starts on this machine)")
+
+
 def _add_analysis_commands(commands: Any) -> None:
     """plot, evaluate, record, report: they read a run directory and never change its files."""
-    plot = commands.add_parser("plot", help="PNG figures of a run, or of several runs overlaid")
-    plot.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    plot = commands.add_parser("plot", help="PNG figures of a run, of several runs overlaid, "
+                                            "or of a study")
+    plot.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR|STUDY_DIR")
     plot.add_argument("--x", choices=("steps", "games"), default="steps",
                       help="x axis: agent steps or games played (default steps)")
     plot.add_argument("--out", type=Path, default=None,
@@ -114,6 +178,9 @@ def _add_analysis_commands(commands: Any) -> None:
                           help="the game of a random baseline evaluated without a run")
     evaluate.add_argument("--out", type=Path, default=None,
                           help="where the JSON goes (default RUN_DIR/evaluation.json)")
+    evaluate.add_argument("--env-threads", type=int, default=0,
+                          help="emulator threads (default 0: one per core); scores do not "
+                               "depend on it")
     _add_play_options(evaluate)
 
     record = commands.add_parser(
@@ -128,8 +195,9 @@ def _add_analysis_commands(commands: Any) -> None:
                         help="the .mp4 to write (default RUN_DIR/video.mp4)")
     _add_play_options(record)
 
-    report = commands.add_parser("report", help="one self-contained HTML page about the runs")
-    report.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR")
+    report = commands.add_parser("report", help="one self-contained HTML page about the runs, "
+                                                "or about a study")
+    report.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR|STUDY_DIR")
     _add_pretrained_option(report)
     report.add_argument("--x", choices=("steps", "games"), default="steps")
     report.add_argument("--out", type=Path, default=None,
@@ -185,8 +253,10 @@ def _add_play_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from atari_rl.algorithms import get
     from atari_rl.checkpoints import CONFIG_FILE, is_run_dir, new_run_dir, read_json
     from atari_rl.envs import AtariPipeline
+    from atari_rl.networks import pick_device
     from atari_rl.training import CliffStopped, TrainingStopped, latest_checkpoint, train
 
     overrides = {f: getattr(args, f) for f in _config_field_names() if getattr(args, f) is not None}
@@ -206,6 +276,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             config = cfg.resolve(args.algo, args.preset, overrides)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = args.run_dir or Path("runs") / f"{config.algo}-{config.game}-{stamp}"
+        pick_device(config.device)
+        if args.resume is None and get(config.algo).check_machine is not None:
+            get(config.algo).check_machine(config)  # the replay memory fits, say
         env = AtariPipeline(config.env_config())
         if args.resume is None:
             new_run_dir(run_dir)
@@ -236,8 +309,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from atari_rl.study import DEFAULT_OUT, STUDY_FILE, apply_command_line, load_spec
+    from atari_rl.study_run import run_study
+
+    spec = _usage(load_spec, args.spec)
+    _usage(apply_command_line, spec, args.seeds, args.steps, args.games)
+    resuming = (Path(args.spec) / STUDY_FILE).is_file()  # SPEC is a study directory
+    out = args.out or (Path(args.spec) if resuming else DEFAULT_OUT / f"study-{spec.name}")
+    return _usage(run_study, spec, out, args.address or os.environ.get("RAY_ADDRESS"))
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
-    for preset in cfg.PRESETS.values():
+    from atari_rl.algorithms import presets
+
+    for preset in presets().values():
         changes = ", ".join(f"{k}={v}" for k, v in preset.changes.items()) or "the defaults"
         print(f"{preset.name:<12} {preset.algo:<4} {preset.summary}\n{'':17}{changes}")
     return 0
@@ -245,7 +331,14 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from atari_rl.plots import FIGURES_DIR, label_runs, load_run, write_figures
+    from atari_rl.study_stats import is_study_dir
 
+    if len(args.runs) == 1 and is_study_dir(args.runs[0]):
+        from atari_rl.study_plots import write_study_figures
+
+        for path in _usage(write_study_figures, args.runs[0], args.out):
+            print(path)
+        return 0
     if len(args.runs) > 1 and args.out is None:
         raise UsageError("several runs need --out DIR for their figures")
     runs = [_usage(load_run, path) for path in args.runs]
@@ -290,7 +383,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = _beside(args.target, "evaluation-random.json" if random else "evaluation.json")
     print(f"evaluating the {args.policy} policy on {game}: {protocol.games} games over "
           f"{protocol.envs_used} envs", file=sys.stderr)
-    result = evaluate(actor, game, protocol)
+    if args.env_threads < 0:
+        raise UsageError("--env-threads must be 0 (one per core) or more")
+    result = evaluate(actor, game, protocol, args.env_threads)
     result = {"policy": args.policy, "source": str(args.target or ""), **result}
     print(format_result(result))
     if out is not None:
@@ -329,8 +424,16 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from atari_rl.report import REPORT_FILE, load_runs, write_report
+    from atari_rl.study_stats import is_study_dir
 
     _pretrained(args, REPORT_FILE)
+    if len(args.runs) == 1 and is_study_dir(args.runs[0]):
+        from atari_rl.study_report import write_study_report
+
+        if args.out is not None and args.out.suffix != ".html":
+            raise UsageError(f"--out must name an .html file, not {args.out}")
+        print(_usage(write_study_report, args.runs[0], args.out))
+        return 0
     if len(args.runs) > 1 and args.out is None:
         raise UsageError("several runs need --out FILE.html for their report")
     if args.out is not None and args.out.suffix != ".html":
@@ -373,10 +476,13 @@ def _beside(target: Path, name: str) -> Path:
 
 
 def _config_field_names() -> set[str]:
-    return {f.name for c in cfg.ALGORITHMS.values() for f in dataclasses.fields(c)} - {"algo"}
+    from atari_rl.algorithms import algorithms
+
+    fields = {f.name for a in algorithms().values() for f in dataclasses.fields(a.config)}
+    return fields - {"algo", "preset"}
 
 
-COMMANDS = {"train": cmd_train, "presets": cmd_presets, "plot": cmd_plot,
+COMMANDS = {"train": cmd_train, "presets": cmd_presets, "study": cmd_study, "plot": cmd_plot,
             "evaluate": cmd_evaluate, "record": cmd_record, "report": cmd_report}
 
 

@@ -6,7 +6,7 @@ called after every update with that update's statistics and the rolling scores, 
 returns a `CliffEvent` when one of these signs appears:
 
 - non_finite: a NaN or infinite loss, gradient norm or value estimate;
-- critic_explosion: the critic (A2C) or TD (DQN) loss far above its recent range;
+- critic_explosion: the critic's (or TD) loss far above its recent range;
 - entropy_collapse: the policy close to deterministic while the score falls;
 - score_collapse: the recent score far below the best rolling mean.
 
@@ -21,16 +21,13 @@ import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from atari_rl.algorithms import CliffSignals
 
 REACTIONS = ("warn", "rollback", "stop")
 KINDS = ("non_finite", "critic_explosion", "entropy_collapse", "score_collapse")
-
-# Learner statistics whose non-finite value means the network is broken. Others (the
-# explained variance of a constant target, say) can be NaN in a healthy run.
-WATCHED_KEYS = ("actor_loss", "critic_loss", "td_loss", "entropy", "grad_norm", "q_mean",
-                "value_mean")
-CRITIC_KEYS = ("critic_loss", "td_loss")  # A2C's critic, else DQN's TD loss
 
 
 @dataclass
@@ -113,11 +110,13 @@ class CliffEvent:
 class CliffDetector:
     """Watches every update for the signs of a collapse; see the module docstring."""
 
-    def __init__(self, config: CliffConfig, num_actions: int):
+    def __init__(self, config: CliffConfig, num_actions: int, signals: CliffSignals):
+        """signals: which statistics are the algorithm's loss, entropy and vital signs."""
         if num_actions < 1:
             raise ValueError(f"num_actions must be at least 1, not {num_actions}")
         self.config = config
         self.num_actions = num_actions
+        self.signals = signals
         self.entropy_floor = config.entropy_floor_fraction * math.log(num_actions)
         self.reset()
 
@@ -142,10 +141,10 @@ class CliffDetector:
         """
         self._updates += 1
         config = self.config
-        critic_key = next((k for k in CRITIC_KEYS if k in stats), None)
+        critic_key = self.signals.loss if self.signals.loss in stats else None
         critic = stats.get(critic_key, math.nan) if critic_key else math.nan
 
-        if any(math.isfinite(stats.get(k, math.nan)) for k in WATCHED_KEYS):
+        if any(math.isfinite(stats.get(k, math.nan)) for k in self.signals.watched):
             self._learning = True
         candidates = [
             self._non_finite(stats),
@@ -172,7 +171,8 @@ class CliffDetector:
 
     def _non_finite(self, stats: dict[str, float]) -> tuple[str, str] | None:
         # inf is never a placeholder; NaN is one until the learner has produced a number
-        bad = {k: stats[k] for k in WATCHED_KEYS if k in stats and not math.isfinite(stats[k])
+        bad = {k: stats[k] for k in self.signals.watched
+               if k in stats and not math.isfinite(stats[k])
                and (self._learning or math.isinf(stats[k]))}
         if not bad:
             return None
@@ -197,7 +197,7 @@ class CliffDetector:
 
     def _entropy_collapse(self, stats: dict[str, float], mean20: float,
                           best: float) -> tuple[str, str] | None:
-        entropy = stats.get("entropy", math.nan)
+        entropy = stats.get(self.signals.entropy, math.nan) if self.signals.entropy else math.nan
         threshold = (1.0 - self.config.entropy_score_drop) * best
         if not (entropy < self.entropy_floor and mean20 < threshold):
             return None

@@ -23,39 +23,101 @@ import copy
 import dataclasses
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from atari_rl.algorithms import Q_VALUES, Algorithm, CliffSignals, register
 from atari_rl.checkpoints import (
     learner_state,
     load_learner_state,
     with_prefix,
     without_prefix,
 )
-from atari_rl.config import DQNConfig
+from atari_rl.config import Preset, RunConfig, require
 from atari_rl.envs import Step
 from atari_rl.maths import double_dqn_targets, linear_schedule
-from atari_rl.networks import QNetwork, bf16_pays_off
-from atari_rl.replay import FRAME_BUDGET, FRAME_BYTES, Batch, ReplayMemory, check_fits
+from atari_rl.networks import QNetwork, bf16_pays_off, q_network_from
+from atari_rl.plots import FigureSpec, Panel
+from atari_rl.replay import Batch, ReplayMemory, check_capacity, check_fits
 
 
-def check_replay_memory(config: DQNConfig) -> int:
-    """Refuse a replay capacity that is too small to sample from, or too big for this machine.
+@dataclass
+class DQNConfig(RunConfig):
+    """Double DQN (van Hasselt et al. 2016) with a compressed replay memory.
 
-    Runs when the config is validated, before a run directory exists; returns the bytes the
-    memory will take. Errors are ValueError with one line (`cli` exits with code 2).
+    `train_freq`, `target_update`, `learning_starts` and `epsilon_steps` count agent steps
+    summed over the envs, so one update per `train_freq` agent steps keeps the replay ratio
+    (samples learned per step played, batch_size / train_freq) whatever `num_envs` is.
+    The defaults are `dqn-fast`; `dqn-nature` changes them back to the classic settings.
     """
-    frame_stack = config.env_config().frame_stack
-    # Each env's ring must hold one whole transition even if no frame compresses.
-    window = frame_stack + config.n_steps + 1
-    per_env = max(window, math.ceil(window * FRAME_BYTES / FRAME_BUDGET) + 1)
-    if config.buffer_size // config.num_envs < per_env:
-        raise ValueError(f"--buffer-size {config.buffer_size:,} is too small for "
-                         f"{config.num_envs} envs: use at least {per_env * config.num_envs:,}")
-    return check_fits(config.buffer_size, config.num_envs)
+
+    algo: str = "dqn"
+    num_envs: int = 8
+    buffer_size: int = 1_000_000  # transitions over all envs; checked against free memory
+    replay_codec: str = "zstd"  # frame compression in the replay memory: zstd, lz4 or zlib
+    learning_starts: int = 20_000  # agent steps of random play before the first update
+    batch_size: int = 64
+    train_freq: int = 8  # agent steps per update
+    target_update: int = 8_000  # agent steps between copies of the online network
+    n_steps: int = 3  # n-step returns
+    gamma: float = 0.99
+    learning_rate: float = 1e-4  # Adam
+    optimizer_eps: float = 1.5e-4
+    max_grad_norm: float = 10.0
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.01
+    epsilon_steps: int = 250_000  # agent steps of the linear decay
+    dueling: bool = False
+    compile: bool = True  # torch.compile the network (warm-up about 40 s on this CPU)
+    bf16: bool = True  # bf16 autocast for the torso on CPUs that have it; Q heads stay fp32
+    log_every: int = 10_000
+
+    def validate(self) -> None:
+        super().validate()
+        require(isinstance(self.n_steps, int) and self.n_steps > 0,
+                 "--n-steps must be a positive integer for dqn")
+        require(self.batch_size > 0, "--batch-size must be positive")
+        require(self.train_freq > 0, "--train-freq must be a positive number of agent steps")
+        require(self.target_update > 0,
+                 "--target-update must be a positive number of agent steps")
+        require(self.learning_starts >= 0, "--learning-starts must be 0 or more")
+        require(self.epsilon_steps >= 0, "--epsilon-steps must be 0 or more")
+        require(0.0 <= self.epsilon_end <= 1.0 and 0.0 <= self.epsilon_start <= 1.0,
+                 "--epsilon-start and --epsilon-end must be in [0, 1]")
+        require(0.0 < self.gamma <= 1.0, "--gamma must be in (0, 1]")
+        require(self.learning_rate > 0, "--learning-rate must be positive")
+        require(self.max_grad_norm > 0, "--max-grad-norm must be positive")
+        require(self.replay_codec in ("zstd", "lz4", "zlib"),
+                 "--replay-codec must be zstd, lz4 or zlib")
+        check_capacity(self.buffer_size, self.num_envs, self.env_config().frame_stack,
+                       self.n_steps)
+
+
+PRESETS = (
+    Preset("dqn-fast", "dqn", "Double DQN for the most Breakout score per wall-clock hour on a "
+           "CPU (the default): 8 envs, 3-step returns, batch 64 every 8 steps", {}),
+    Preset("dqn-nature", "dqn", "Double DQN with the classic Nature settings (1 env, 1 M "
+           "buffer, batch 32 every 4 steps, epsilon 1 to 0.1 over 1 M steps), Adam", {
+               "num_envs": 1,
+               "learning_starts": 50_000,
+               "batch_size": 32,
+               "train_freq": 4,
+               "target_update": 10_000,
+               "n_steps": 1,
+               "epsilon_end": 0.1,
+               "epsilon_steps": 1_000_000,
+           }),
+)
+
+
+def check_machine(config: DQNConfig) -> None:
+    """Before a run starts: refuse a replay memory this machine cannot hold. Not part of
+    validate(), so that a saved config reads back on a smaller machine."""
+    check_fits(config.buffer_size, config.num_envs)
 
 
 def epsilon(config: DQNConfig, agent_step: int) -> float:
@@ -257,3 +319,25 @@ def _plain(array: np.ndarray) -> np.ndarray:
     """An array torch can hold: structured records become their bytes (a view, no copy)."""
     return array.view(np.uint8) if array.dtype.fields else array
 
+
+ALGORITHM = register(Algorithm(
+    name="dqn",
+    title="Double DQN",
+    config=DQNConfig,
+    presets=PRESETS,
+    make_agent=lambda config, num_actions, device: DQNAgent(config, num_actions, device),
+    load_network=q_network_from,
+    outputs=Q_VALUES,
+    figures=(
+        FigureSpec("losses", "Losses (the TD loss on a log scale)", (
+            Panel("td_loss", "TD loss", log=True),
+        )),
+        FigureSpec("value", "Value estimates", (
+            Panel("q_mean", "mean Q(s, a)\n(clipped-reward units)"),
+        )),
+        FigureSpec("epsilon", "Exploration epsilon", (Panel("epsilon", "epsilon"),)),
+    ),
+    cliff=CliffSignals(loss="td_loss", entropy=None,
+                       watched=("td_loss", "grad_norm", "q_mean")),
+    check_machine=check_machine,
+))

@@ -107,14 +107,16 @@ def summarize(scores: list[float]) -> dict[str, float]:
     }
 
 
-def evaluate(actor: Actor, game: str, protocol: EvalProtocol) -> dict[str, Any]:
-    """Play the protocol's games; returns the statistics, per-game scores and the protocol."""
+def evaluate(actor: Actor, game: str, protocol: EvalProtocol,
+             env_threads: int = 0) -> dict[str, Any]:
+    """Play the protocol's games; returns the statistics, per-game scores and the protocol.
+    env_threads: emulator threads (0: one per core); the result does not depend on it."""
     protocol.validate()
     num_envs = protocol.envs_used
     env = AtariPipeline(EnvConfig(
         game=game,
         num_envs=num_envs,
-        num_threads=0,
+        num_threads=env_threads,
         seed=protocol.seed,
         noop_max=protocol.noop_max,
         life_loss_ends_episode=False,

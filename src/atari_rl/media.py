@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from atari_rl.algorithms import PROBABILITIES
 from atari_rl.envs import FIRE, FRAME_SHAPE, FRAMESKIP, game_id, needs_fire
 from atari_rl.evaluation import MAX_FRAMES_PER_GAME
 from atari_rl.policy import one_torch_thread
@@ -264,7 +265,7 @@ class Canvas:
         s = self.scale
         bar_left = 46 * s
         bar_width = (PANEL_WIDTH - 46 - 36) * s
-        if self.values_label == "action probabilities":
+        if self.values_label == PROBABILITIES:
             low, high = 0.0, 1.0
         else:  # Q-values: a shared scale that includes zero
             low, high = min(0.0, float(values.min())), max(0.0, float(values.max()))

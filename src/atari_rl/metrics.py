@@ -237,13 +237,13 @@ class Progress:
         print(
             f"step {step:,}/{self.total:,} ({100 * step / self.total:.0f}%) | {rate:,.0f} steps/s"
             f" | score mean20 {scores.mean20:.1f} mean100 {scores.mean100:.1f}"
-            f" best {scores.best:g} | ETA {_duration(eta)}",
+            f" best {scores.best:g} | ETA {format_duration(eta)}",
             file=sys.stderr,
             flush=True,
         )
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     minutes, secs = divmod(int(seconds), 60)

@@ -84,6 +84,27 @@ class QNetwork(nn.Module):
             return self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
 
 
+FIRST_CONV = "torso.0.weight"  # every network here starts with it: the input's frame count
+
+
+def actor_critic_from(tensors: dict[str, torch.Tensor]) -> tuple[nn.Module, int] | None:
+    """The `ActorCritic` that a policy file's tensors fit (the caller loads them), with its
+    number of actions; None when they hold no policy head."""
+    if "policy.weight" not in tensors:
+        return None
+    num_actions = tensors["policy.weight"].shape[0]
+    return ActorCritic(num_actions, tensors[FIRST_CONV].shape[1]), num_actions
+
+
+def q_network_from(tensors: dict[str, torch.Tensor]) -> tuple[nn.Module, int] | None:
+    """The `QNetwork` (dueling when a value head is there) that the tensors fit, or None."""
+    if "advantage.weight" not in tensors:
+        return None
+    num_actions = tensors["advantage.weight"].shape[0]
+    return QNetwork(num_actions, tensors[FIRST_CONV].shape[1],
+                    dueling="value.weight" in tensors), num_actions
+
+
 def bf16_pays_off(device: torch.device) -> bool:
     """bf16 autocast is worth it on a GPU, and on CPUs that compute bf16 natively
     (AVX-512 BF16 or AMX); elsewhere it is emulated and slower than fp32."""
@@ -97,9 +118,13 @@ def bf16_pays_off(device: torch.device) -> bool:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """CUDA when present and not refused, else the CPU."""
+    """CUDA when present and not refused, else the CPU; ValueError when CUDA is asked for
+    on a machine without it (a study's trial may land on a node without a GPU)."""
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: this machine has no CUDA device that torch can use; "
+                         "use --device auto or cpu")
     return torch.device(requested)
 
 

@@ -2,10 +2,11 @@
 
 The set is the write-up's (entropy against the uniform policy's ln(num_actions), actor and
 critic loss, episode length, rolling mean score over 100 and over 20 games, best score)
-plus the value estimate, gradient norm, learning rate, and for DQN its TD loss, Q-values
-and epsilon. A panel whose column no run has is left out, so A2C and DQN runs share the
-code. Everything is drawn with matplotlib's object API on the Agg backend: no display, no
-global pyplot state, PNG bytes out (the report embeds them without touching the disk).
+plus the gradient norm, learning rate and speed, and the panels each algorithm declares
+for its own statistics (`algorithms.py`). A panel whose column no run has is left out, so
+runs of different algorithms share the figures. Everything is drawn with matplotlib's
+object API on the Agg backend: no display, no global pyplot state, PNG bytes out (the
+report embeds them without touching the disk).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class FigureSpec:
     panels: tuple[Panel, ...]
 
 
-FIGURES = (
+COMMON_FIGURES = (  # what every run has; each algorithm adds its own (algorithms.py)
     FigureSpec("score", "Score: rolling mean over the last 100 and the last 20 games", (
         Panel("mean100", "points per game\n(mean of last 100)", "games"),
         Panel("mean20", "points per game\n(mean of last 20)", "games"),
@@ -157,28 +158,31 @@ FIGURES = (
         Panel("length_mean100", "agent steps per game\n(dots: each game; line: mean of 100)",
               "games", dots="length"),
     )),
-    FigureSpec("entropy", "Policy entropy: at the dashed line the policy is uniform", (
-        Panel("entropy", "entropy (nats)", reference="uniform entropy"),
-        Panel("max_action_prob", "probability of the\nlikeliest action",
-              reference="uniform probability"),
-    )),
-    FigureSpec("losses", "Losses (the critic's and the TD loss on a log scale)", (
-        Panel("actor_loss", "actor loss"),
-        Panel("critic_loss", "critic loss\n(squared return error)", log=True),
-        Panel("td_loss", "TD loss", log=True),
-    )),
-    FigureSpec("value", "Value estimates", (
-        Panel("value_mean", "mean V(s)\n(clipped-reward units)"),
-        Panel("q_mean", "mean Q(s, a)\n(clipped-reward units)"),
-        Panel("explained_variance", "explained variance\nof the returns"),
-    )),
+)
+COMMON_LAST = (
     FigureSpec("grad_norm", "Gradient norm (L2, before clipping)", (
         Panel("grad_norm", "gradient norm", log=True),
     )),
     FigureSpec("learning_rate", "Learning rate", (Panel("learning_rate", "learning rate"),)),
-    FigureSpec("epsilon", "Exploration epsilon", (Panel("epsilon", "epsilon"),)),
     FigureSpec("speed", "Training speed", (Panel("steps_per_s", "agent steps per second"),)),
 )
+
+
+def figure_specs() -> list[FigureSpec]:
+    """The common figures and every algorithm's, those of one name merged into one figure
+    (so that an A2C and a DQN run overlay their losses); a panel is drawn only where some
+    run has its column."""
+    from atari_rl.algorithms import algorithms
+
+    merged: dict[str, FigureSpec] = {}
+    declared = [f for algorithm in algorithms().values() for f in algorithm.figures]
+    for spec in (*COMMON_FIGURES, *declared, *COMMON_LAST):
+        if spec.name in merged:
+            known = merged[spec.name]
+            panels = known.panels + tuple(p for p in spec.panels if p not in known.panels)
+            spec = FigureSpec(spec.name, known.title, panels)
+        merged[spec.name] = spec
+    return list(merged.values())
 
 
 def label_runs(runs: list[RunData]) -> None:
@@ -198,7 +202,7 @@ def render_figures(runs: list[RunData], x: str = "steps") -> dict[str, bytes]:
     if x not in X_AXES:
         raise ValueError(f"--x must be steps or games, not '{x}'")
     figures = {}
-    for spec in FIGURES:
+    for spec in figure_specs():
         png = _render(spec, runs, x)
         if png is not None:
             figures[f"{spec.name}.png"] = png
@@ -207,7 +211,11 @@ def render_figures(runs: list[RunData], x: str = "steps") -> dict[str, bytes]:
 
 def write_figures(runs: list[RunData], out_dir: Path, x: str = "steps") -> list[Path]:
     """Render the figures and write them into out_dir, each file atomically."""
-    figures = render_figures(runs, x)
+    return save_pngs(render_figures(runs, x), out_dir)
+
+
+def save_pngs(figures: dict[str, bytes], out_dir: Path) -> list[Path]:
+    """Write PNG bytes by file name into out_dir, each file atomically."""
     paths = []
     for name, png in figures.items():
         path = out_dir / name

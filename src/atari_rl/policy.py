@@ -3,8 +3,8 @@
 Evaluation, videos and anyone's own script load a policy the same way: `load_policy(path)`.
 Loading reads safetensors and JSON only, never pickle, so a policy file from a stranger
 cannot run code. What the file holds decides what is built: the metadata (algo, game,
-num_actions) written by training, and else the tensor names (A2C's `policy.*` head or DQN's
-`advantage.*` head, with `value.*` when the DQN is dueling).
+num_actions) written by training, and else the tensor names, which each registered
+algorithm's `load_network` recognises or not (`algorithms.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from atari_rl.algorithms import PROBABILITIES, algorithms
 from atari_rl.checkpoints import (
     CHECKPOINT_DIR,
     CHECKPOINT_STATE,
@@ -31,12 +32,9 @@ from atari_rl.checkpoints import (
     read_json,
 )
 from atari_rl.envs import game_id
-from atari_rl.networks import ActorCritic, QNetwork
+from atari_rl.networks import FIRST_CONV
 
-A2C = "a2c"
-DQN = "dqn"
 EVAL_EPSILON = 0.01  # the Nature DQN evaluation protocol's epsilon
-_FIRST_CONV = "torso.0.weight"
 PRETRAINED_ROOT = Path(__file__).resolve().parents[2] / "pretrained"  # in a clone of the repo
 _PREFERRED_PREFIXES = ("", "online.", "network.", "_orig_mod.")  # online: DQN's, not its target
 
@@ -70,7 +68,7 @@ class Policy:
     """A network that chooses actions for uint8 stacks [B, 4, 84, 84], as in training.
 
     `act(obs, greedy=False)` is epsilon-greedy with `epsilon` (0.01, the Nature DQN
-    evaluation protocol) for both algorithms, so that an agent stuck in a loop gets out;
+    evaluation protocol) for every algorithm, so that an agent stuck in a loop gets out;
     `rng` makes those draws reproducible.
     """
 
@@ -88,25 +86,25 @@ class Policy:
 
     @property
     def values_label(self) -> str:
-        """What `action_values` returns, for axis labels and video captions."""
-        return "action probabilities" if self.algo == A2C else "Q-values"
+        """What `action_values` returns (the algorithm's outputs), for labels and captions."""
+        return algorithms()[self.algo].outputs
 
     @torch.inference_mode()
     def action_values(self, obs: np.ndarray) -> np.ndarray:
-        """float32 [B, A]: action probabilities (A2C, softmax of the logits) or Q-values (DQN)."""
+        """float32 [B, A]: action probabilities (an actor's softmax of its logits) or Q-values."""
         output = self.network(torch.from_numpy(_check_obs(obs)))
-        if self.algo == A2C:
+        if self.values_label == PROBABILITIES:
             return torch.softmax(output[0].float(), dim=1).numpy()
         return output.float().numpy()
 
     def act(self, obs: np.ndarray, greedy: bool = True, sample: bool = False) -> np.ndarray:
         """int64 [B]: the best action of each stack, or epsilon-greedy when greedy is False.
 
-        `sample=True` draws each action from an A2C policy's probabilities instead, as
-        during its training (a DQN has no distribution to draw from: it stays as above).
+        `sample=True` draws each action from an actor's probabilities instead, as during
+        its training (Q-values are no distribution to draw from: they stay as above).
         """
         values = self.action_values(obs)
-        if sample and self.algo == A2C:
+        if sample and self.values_label == PROBABILITIES:
             cumulative = values.cumsum(axis=1)
             draws = self.rng.random((len(values), 1)) * cumulative[:, -1:]
             return (draws > cumulative).sum(axis=1).astype(np.int64)
@@ -125,7 +123,7 @@ class RandomPolicy:
     num_actions: int
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     algo: str = "random"
-    values_label: str = "action probabilities"
+    values_label: str = PROBABILITIES
 
     @property
     def action_names(self) -> tuple[str, ...]:
@@ -229,9 +227,9 @@ def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 def _strip_prefix(tensors: dict[str, torch.Tensor], file: Path) -> dict[str, torch.Tensor]:
     """The network's own names, for checkpoints that nest it (e.g. `online.torso.0.weight`)."""
-    prefixes = [name[: -len(_FIRST_CONV)] for name in tensors if name.endswith(_FIRST_CONV)]
+    prefixes = [name[: -len(FIRST_CONV)] for name in tensors if name.endswith(FIRST_CONV)]
     if not prefixes:
-        raise PolicyError(f"{file} holds no Nature-CNN network (no tensor named {_FIRST_CONV})")
+        raise PolicyError(f"{file} holds no Nature-CNN network (no tensor named {FIRST_CONV})")
     chosen = next((p for p in _PREFERRED_PREFIXES if p in prefixes), prefixes[0])
     if chosen not in _PREFERRED_PREFIXES and len(prefixes) > 1:
         raise PolicyError(f"{file} holds several networks ({', '.join(prefixes)}): "
@@ -240,25 +238,22 @@ def _strip_prefix(tensors: dict[str, torch.Tensor], file: Path) -> dict[str, tor
 
 
 def _algo_from_names(tensors: dict[str, torch.Tensor]) -> str:
-    if "policy.weight" in tensors:
-        return A2C
-    if "advantage.weight" in tensors:
-        return DQN
-    raise PolicyError("cannot tell the algorithm: no metadata and neither a policy head "
-                      "(A2C) nor an advantage head (DQN)")
+    """The first registered algorithm whose network the tensors fit (files without metadata;
+    A2C and PPO share a network, and such a file plays the same under either)."""
+    for name, algorithm in algorithms().items():
+        if algorithm.load_network(tensors) is not None:
+            return name
+    raise PolicyError(f"cannot tell the algorithm: no metadata, and the tensors fit none of "
+                      f"{', '.join(algorithms())}")
 
 
 def _build_network(algo: str, tensors: dict[str, torch.Tensor],
                    file: Path) -> tuple[nn.Module, int]:
-    in_frames = tensors[_FIRST_CONV].shape[1]
-    if algo == A2C and "policy.weight" in tensors:
-        num_actions = tensors["policy.weight"].shape[0]
-        network: nn.Module = ActorCritic(num_actions, in_frames)
-    elif algo == DQN and "advantage.weight" in tensors:
-        num_actions = tensors["advantage.weight"].shape[0]
-        network = QNetwork(num_actions, in_frames, dueling="value.weight" in tensors)
-    else:
+    algorithm = algorithms().get(algo)
+    built = algorithm.load_network(tensors) if algorithm else None
+    if built is None:
         raise PolicyError(f"{file} is labelled '{algo}' but does not hold that network")
+    network, num_actions = built
     try:
         network.load_state_dict(tensors)
     except RuntimeError as error:

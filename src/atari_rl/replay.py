@@ -94,6 +94,24 @@ def make_codec(name: str) -> Codec:
     raise ValueError(f"unknown codec '{name}': use zstd, lz4 or zlib")
 
 
+def min_slots(frame_stack: int, n_step: int, frame_budget: int = FRAME_BUDGET) -> int:
+    """Frames each env's ring must hold: one whole transition's (its stack, its n-step
+    window and the next stack's new frame) even if none compresses, plus the slot that a
+    wrap of the arena can leave unused."""
+    needed = frame_stack + n_step + 1
+    return max(needed, -(-needed * FRAME_BYTES // frame_budget) + 1)
+
+
+def check_capacity(capacity: int, num_envs: int, frame_stack: int, n_step: int,
+                   frame_budget: int = FRAME_BUDGET) -> None:
+    """A capacity too small to sample from: ValueError with one line (a config check, which
+    reads no machine state)."""
+    least = num_envs * min_slots(frame_stack, n_step, frame_budget)
+    if capacity // num_envs * num_envs < least:
+        raise ValueError(f"--buffer-size {capacity:,} is too small for {num_envs} envs: use "
+                         f"at least {least:,}")
+
+
 def check_fits(capacity: int, num_envs: int, frame_budget: int = FRAME_BUDGET,
                available: int | None = None) -> int:
     """Refuse, before any training, a memory the machine cannot hold; returns its bytes."""
@@ -123,13 +141,7 @@ class ReplayMemory:
         self.frame_stack, self.n_step, self.gamma = frame_stack, n_step, gamma
         self.codec, self.frame_budget = codec, frame_budget
         self.slots = capacity // num_envs
-        # Room for one transition's frames even if none compresses, plus the arena's tail
-        # that a wrap can leave unused.
-        needed = frame_stack + n_step + 1
-        min_slots = max(needed, -(-needed * FRAME_BYTES // frame_budget))
-        if self.slots < min_slots:
-            raise ValueError(f"replay capacity {capacity:,} is too small for {num_envs} envs: "
-                             f"use at least {num_envs * min_slots:,}")
+        check_capacity(capacity, num_envs, frame_stack, n_step, frame_budget)
         check_fits(capacity, num_envs, frame_budget)
         self._compress, self._decompress = make_codec(codec)
         self._rng = np.random.default_rng(seed)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from atari_rl.algorithms import get
 from atari_rl.checkpoints import (
     CONFIG_FILE,
     FINAL_POLICY,
@@ -81,15 +82,7 @@ class CliffStopped(Exception):
 
 
 def make_agent(config: RunConfig, num_actions: int, device: torch.device) -> Agent:
-    if config.algo == "a2c":
-        from atari_rl.a2c import A2CAgent
-
-        return A2CAgent(config, num_actions, device)
-    if config.algo == "dqn":
-        from atari_rl.dqn import DQNAgent
-
-        return DQNAgent(config, num_actions, device)
-    raise ValueError(f"unknown algorithm '{config.algo}'")
+    return get(config.algo).make_agent(config, num_actions, device)
 
 
 def policy_metadata(config: RunConfig, num_actions: int) -> dict[str, str]:
@@ -139,7 +132,7 @@ def train(config: RunConfig, run_dir: Path, env: AtariPipeline,
     device = pick_device(config.device)
     agent = make_agent(config, env.num_actions, device)
     agent_step, segment, saved_metrics = 0, 0, None
-    detector = CliffDetector(CliffConfig(), env.num_actions)
+    detector = CliffDetector(CliffConfig(), env.num_actions, get(config.algo).cliff)
     if resume:
         tensors, state = load_checkpoint(latest_checkpoint(run_dir))
         if (state["algo"], state["game"]) != (config.algo, config.game):

@@ -1,0 +1,80 @@
+"""PPO on Breakout: throughput against stable-baselines3's PPO, and what 3 M steps learn.
+
+Throughput: our PPO and SB3's PPO side by side in one run with the same settings (the
+anchors': 8 envs, 128 steps, 4 epochs of minibatch 256, Nature CNN), both on the CPU with
+the same threads. Ours is read from the steps/s column of the run's metrics.csv after its
+warm-up rows (torch.compile spends its first minute compiling).
+
+Learning (--learning): the `ppo` preset for --learning-steps agent steps, then the mean raw
+score of --games whole evaluation games (`atari-rl evaluate`: all lives, no-op starts,
+epsilon 0.01). --time-limit S stops the training after S seconds instead (the run writes a
+checkpoint on SIGTERM) and scores that checkpoint: for a lent GPU machine's short budget.
+
+    python benchmarks/ppo_breakout.py                   # throughput, ~5 minutes
+    python benchmarks/ppo_breakout.py --skip-throughput --learning --time-limit 420 \\
+        --train-option=--num-envs=16                    # on a GPU machine
+
+The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from common import learn_and_evaluate, ours_steps_per_s, sb3_breakout, sb3_steps_per_s
+
+from atari_rl.ppo import PPOConfig
+
+
+def sb3_ppo_steps_per_s(config: PPOConfig, steps: int, threads: int) -> float:
+    from stable_baselines3 import PPO
+
+    torch.set_num_threads(threads)
+    batch = config.num_envs * config.n_steps // config.minibatches
+    model = PPO("CnnPolicy", sb3_breakout(config.num_envs), n_steps=config.n_steps,
+                n_epochs=config.epochs, batch_size=batch, learning_rate=config.learning_rate,
+                clip_range=config.clip_range, ent_coef=config.entropy_coef,
+                vf_coef=config.value_coef, device="cpu", seed=0, verbose=0)
+    return sb3_steps_per_s(model, config.num_envs * config.n_steps * 2, steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=102_400, help="ours, timed after warm-up")
+    parser.add_argument("--sb3-steps", type=int, default=10_240)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--learning", action="store_true")
+    parser.add_argument("--learning-steps", type=int, default=3_000_000)
+    parser.add_argument("--time-limit", type=float, default=None, help="seconds of training")
+    parser.add_argument("--train-option", action="append", default=[],
+                        help="an extra `atari-rl train` option, e.g. --train-option=--num-envs=16")
+    parser.add_argument("--games", type=int, default=30)
+    parser.add_argument("--run-dir", type=Path, default=None, help="of the learning run")
+    args = parser.parse_args()
+
+    result: dict[str, object] = {"benchmark": "ppo_breakout",
+                                 "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    if not args.skip_throughput:
+        config = PPOConfig(steps=args.steps, log_every=args.steps // 10, device="cpu",
+                           torch_threads=args.threads, env_threads=args.threads)
+        ours = ours_steps_per_s(config, timed_from=4 * config.log_every)
+        print(f"atari-rl PPO          {ours:8,.0f} agent steps/s", flush=True)
+        sb3 = sb3_ppo_steps_per_s(config, args.sb3_steps, args.threads)
+        print(f"stable-baselines3 PPO {sb3:8,.0f} agent steps/s", flush=True)
+        result.update(threads=args.threads, ours_steps_per_s=round(ours),
+                      sb3_steps_per_s=round(sb3), ours_vs_sb3=round(ours / sb3, 2))
+    if args.learning:
+        options = tuple(args.train_option)  # --num-envs=16 form: argparse takes it as is
+        result.update(train_options=list(options), **learn_and_evaluate(
+            "ppo", args.learning_steps, args.games, options=options,
+            time_limit_s=args.time_limit, run_dir=args.run_dir))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

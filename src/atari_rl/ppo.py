@@ -1,0 +1,232 @@
+"""Proximal policy optimization (Schulman et al. 2017) with the clipped surrogate objective.
+
+Every env plays `n_steps` with the current policy, keeping each action's log-probability
+and the critic's value (the on-policy `rollout.Rollout` that A2C uses too). Then GAE(lambda)
+advantages (`maths.gae_advantages`), and `epochs` passes over the rollout in `minibatches`
+shuffled minibatches, each one Adam step on `maths.ppo_loss`: the probability ratio of
+each action may move only `clip_range` away from 1 before its gradient stops, so several
+passes over the same data do not push the policy far from the one that collected it. The
+learning rate, and optionally the clip range, anneal linearly to 0 over the run.
+
+The defaults are the anchors' Atari settings (CleanRL's `ppo_atari`, RL Zoo): 8 envs, 128
+steps, 4 epochs of 4 minibatches, Adam 2.5e-4, clip 0.1, entropy 0.01, value 0.5,
+gamma 0.99, lambda 0.95, clipped value loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from atari_rl.algorithms import PROBABILITIES, Algorithm, CliffSignals, register
+from atari_rl.checkpoints import learner_state, load_learner_state
+from atari_rl.config import Preset, RunConfig, require
+from atari_rl.envs import Step
+from atari_rl.maths import explained_variance, gae_advantages, linear_schedule, ppo_loss
+from atari_rl.networks import ActorCritic, actor_critic_from, bf16_pays_off
+from atari_rl.plots import FigureSpec, Panel
+from atari_rl.rollout import Rollout, RolloutBatch
+
+SCHEDULES = ("constant", "linear")
+
+
+@dataclass
+class PPOConfig(RunConfig):
+    """PPO with the clipped surrogate objective and GAE (Schulman et al. 2017)."""
+
+    algo: str = "ppo"
+    num_envs: int = 8
+    n_steps: int = 128  # steps of every env per rollout
+    epochs: int = 4  # passes over each rollout
+    minibatches: int = 4  # per pass; each holds num_envs * n_steps / minibatches steps
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # GAE's lambda: 0 is the one-step TD error, 1 the whole return
+    learning_rate: float = 2.5e-4  # Adam
+    lr_schedule: str = "linear"  # linear decay to 0 over the run, or constant
+    optimizer_eps: float = 1e-5  # Adam's epsilon
+    clip_range: float = 0.1  # how far the probability ratio may move from 1
+    clip_schedule: str = "constant"  # constant, or linear: the clip range decays to 0 too
+    value_clip: bool = True  # clip the value loss by the clip range (CleanRL's clip_vloss)
+    entropy_coef: float = 0.01  # weight of the entropy bonus in the loss
+    value_coef: float = 0.5  # weight of the value loss (half the squared error)
+    max_grad_norm: float = 0.5  # gradients are clipped to this L2 norm
+    compile: bool = True  # torch.compile the network
+    bf16: bool = True  # bf16 autocast of the torso, acting and learning, on CPUs that have it
+    log_every: int = 10_240
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.n_steps > 0, "--n-steps must be a positive integer")
+        require(self.epochs > 0, "--epochs must be at least 1")
+        require(0 < self.minibatches <= self.num_envs * self.n_steps,
+                "--minibatches must be between 1 and num_envs x n_steps")
+        require(0.0 < self.gamma <= 1.0, "--gamma must be in (0, 1]")
+        require(0.0 <= self.gae_lambda <= 1.0, "--gae-lambda must be in [0, 1]")
+        require(self.learning_rate > 0, "--learning-rate must be positive")
+        require(self.lr_schedule in SCHEDULES, "--lr-schedule must be constant or linear")
+        require(self.clip_range > 0, "--clip-range must be positive")
+        require(self.clip_schedule in SCHEDULES, "--clip-schedule must be constant or linear")
+        require(self.max_grad_norm > 0, "--max-grad-norm must be positive")
+
+
+PRESETS = (
+    Preset("ppo", "ppo", "PPO with the anchors' Atari settings (CleanRL, RL Zoo): 8 envs, "
+           "128 steps, 4 epochs x 4 minibatches, Adam 2.5e-4, clip 0.1", {}),
+)
+
+
+class PPOAgent:
+    """The `training.Agent` of PPO."""
+
+    def __init__(self, config: PPOConfig, num_actions: int, device: torch.device):
+        self.config = config
+        self.device = device
+        self.network = ActorCritic(num_actions).to(device)
+        # dynamic: minibatches leave out the reset steps, so their size varies a little
+        self._forward = (torch.compile(self.network, dynamic=True) if config.compile
+                         else self.network)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate,
+                                          eps=config.optimizer_eps,
+                                          fused=device.type in ("cpu", "cuda"))
+        self.rollout = self._new_rollout()
+        self.lr_scale = 1.0
+        self._autocast = config.bf16 and bf16_pays_off(device)
+        self._sampling = torch.Generator(device=device).manual_seed(config.seed)
+        self._shuffling = torch.Generator().manual_seed(config.seed + 1)
+        self._acted: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _new_rollout(self) -> Rollout:
+        return Rollout(self.config.num_envs, self.config.n_steps, self.config.n_steps)
+
+    def start(self, obs: np.ndarray) -> None:
+        """New games begin: the steps of the interrupted ones are not learned from."""
+        self.rollout = self._new_rollout()
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, meta = learner_state(self.network, self.optimizer)
+        return {**tensors, "rng": self._sampling.get_state(),
+                "shuffle_rng": self._shuffling.get_state()}, meta
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        load_learner_state(self.network, self.optimizer, tensors, meta)
+        self._sampling.set_state(tensors["rng"])
+        self._shuffling.set_state(tensors["shuffle_rng"])
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray, agent_step: int) -> np.ndarray:
+        """Draw from the policy; keep each action's log-probability and the state's value."""
+        with self._autocast_context():
+            logits, values = self._forward(torch.from_numpy(obs).to(self.device))
+        log_probs = torch.log_softmax(logits.float(), dim=1)
+        actions = torch.multinomial(log_probs.exp(), 1, generator=self._sampling)
+        self._acted = (log_probs.gather(1, actions).squeeze(1).cpu().numpy(),
+                       values.float().cpu().numpy())
+        return actions.squeeze(1).cpu().numpy()
+
+    def observe(self, obs: np.ndarray, step: Step, agent_step: int) -> dict[str, float] | None:
+        if self._acted is None:
+            raise RuntimeError("observe() needs the act() of the same step first")
+        log_prob, value = self._acted
+        self.rollout.add(obs, step, log_prob=log_prob, value=value)
+        if not self.rollout.ready():
+            return None
+        return self.update(self.rollout.take(), step.obs, agent_step / self.config.steps)
+
+    def update(self, batch: RolloutBatch, next_obs: np.ndarray,
+               progress: float) -> dict[str, float]:
+        """GAE over the rollout, then epochs x minibatches of clipped-objective steps."""
+        config = self.config
+        lr = config.learning_rate * self.lr_scale
+        if config.lr_schedule == "linear":
+            lr = linear_schedule(lr, 0.0, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        clip = config.clip_range
+        if config.clip_schedule == "linear":
+            clip = max(linear_schedule(clip, 0.0, progress), 1e-8)
+        with torch.inference_mode(), self._autocast_context():
+            _, last_values = self._forward(torch.from_numpy(next_obs).to(self.device))
+        values = np.concatenate([batch.extras["value"], last_values.float().cpu().numpy()[None]])
+        advantages, returns = gae_advantages(batch.rewards, batch.terminated, batch.truncated,
+                                             values, config.gamma, config.gae_lambda)
+        keep = np.flatnonzero(batch.mask.reshape(-1))  # real transitions only
+
+        def flat(array: np.ndarray) -> torch.Tensor:
+            rows = array.reshape(-1, *array.shape[2:])[keep]
+            return torch.from_numpy(np.ascontiguousarray(rows)).to(self.device)
+
+        obs, actions = flat(batch.obs), flat(batch.actions)
+        old_log_probs, old_values = flat(batch.extras["log_prob"]), flat(values[:-1])
+        advantages_t, returns_t = flat(advantages), flat(returns)
+        size = max(len(keep) // config.minibatches, 1)
+        sums: dict[str, float] = {}
+        steps = 0
+        for _ in range(config.epochs):
+            order = torch.randperm(len(keep), generator=self._shuffling).to(self.device)
+            for start in range(0, len(keep) - size + 1, size):  # a ragged tail waits a pass
+                index = order[start:start + size]
+                with self._autocast_context():
+                    logits, new_values = self._forward(obs[index])
+                loss, stats = ppo_loss(logits, new_values, actions[index], old_log_probs[index],
+                                       advantages_t[index], returns_t[index], old_values[index],
+                                       clip, config.value_coef, config.entropy_coef,
+                                       clip if config.value_clip else None)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                    self.network.parameters(), config.max_grad_norm)
+                self.optimizer.step()
+                for name, value in stats.items():
+                    sums[name] = sums.get(name, 0.0) + float(value)
+                steps += 1
+        means = {name: total / max(steps, 1) for name, total in sums.items()}
+        means.update(
+            explained_variance=explained_variance(values[:-1].reshape(-1)[keep],
+                                                  returns.reshape(-1)[keep]),
+            learning_rate=lr,
+            clip_range=clip,
+        )
+        return means
+
+    def _autocast_context(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast)
+
+
+ALGORITHM = register(Algorithm(
+    name="ppo",
+    title="PPO",
+    config=PPOConfig,
+    presets=PRESETS,
+    make_agent=lambda config, num_actions, device: PPOAgent(config, num_actions, device),
+    load_network=actor_critic_from,
+    outputs=PROBABILITIES,
+    figures=(
+        FigureSpec("entropy", "Policy entropy: at the dashed line the policy is uniform", (
+            Panel("entropy", "entropy (nats)", reference="uniform entropy"),
+            Panel("max_action_prob", "probability of the\nlikeliest action",
+                  reference="uniform probability"),
+        )),
+        FigureSpec("losses", "Losses (the value loss on a log scale)", (
+            Panel("policy_loss", "policy loss\n(clipped surrogate)"),
+            Panel("value_loss", "value loss", log=True),
+        )),
+        FigureSpec("value", "Value estimates", (
+            Panel("value_mean", "mean V(s)\n(clipped-reward units)"),
+            Panel("explained_variance", "explained variance\nof the returns"),
+        )),
+        FigureSpec("ppo_updates", "How far each update moves the policy", (
+            Panel("approx_kl", "approximate KL\n(old policy to new)"),
+            Panel("clip_fraction", "fraction of ratios\noutside the clip range"),
+        )),
+        FigureSpec("learning_rate", "Learning rate and clip range", (
+            Panel("learning_rate", "learning rate"),
+            Panel("clip_range", "clip range"),
+        )),
+    ),
+    cliff=CliffSignals(loss="value_loss", entropy="entropy",
+                       watched=("policy_loss", "value_loss", "entropy", "grad_norm",
+                                "value_mean")),
+))

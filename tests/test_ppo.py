@@ -1,0 +1,130 @@
+"""PPO: its rollout, a tiny task it must learn, and the registry that made it one module."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atari_rl.algorithms import MODULES, PROBABILITIES, algorithms
+from atari_rl.checkpoints import load_tensors, save_tensors
+from atari_rl.networks import ActorCritic
+from atari_rl.policy import load_policy
+from atari_rl.ppo import PPOAgent, PPOConfig
+from atari_rl.training import train
+from tests.tasks import CueTask, cue_screen
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "atari_rl"
+
+
+def tiny_config(**changes: object) -> PPOConfig:
+    settings = dict(num_envs=8, n_steps=8, epochs=4, minibatches=2, steps=8 * 8 * 25,
+                    compile=False, bf16=False, learning_rate=1e-3, lr_schedule="constant",
+                    log_every=64, seed=0)
+    config = PPOConfig(**{**settings, **changes})  # type: ignore[arg-type]
+    config.validate()
+    return config
+
+
+def test_ppo_learns_a_tiny_task(tmp_path):
+    torch.manual_seed(0)
+    config = tiny_config()
+    train(config, tmp_path, CueTask(config.num_envs, seed=1))
+    network = ActorCritic(CueTask.num_actions)
+    network.load_state_dict(load_tensors(tmp_path / "policy.safetensors"))
+    screens = np.stack([cue_screen(0), cue_screen(1)])
+    with torch.no_grad():
+        probs = torch.softmax(network(torch.from_numpy(screens))[0], 1)
+    assert probs[0, 0] > 0.9 and probs[1, 1] > 0.9, probs
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    for column in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
+                   "explained_variance", "clip_range", "learning_rate"):
+        assert column in header, column
+
+
+def test_a_ppo_policy_file_plays_through_the_same_policy_api(tmp_path):
+    path = tmp_path / "policy.safetensors"
+    save_tensors(path, ActorCritic(4).state_dict(),
+                 {"algo": "ppo", "game": "breakout", "num_actions": "4"})
+    policy = load_policy(path)
+    assert policy.algo == "ppo" and policy.values_label == PROBABILITIES
+    obs = np.stack([cue_screen(0), cue_screen(1)])
+    np.testing.assert_allclose(policy.action_values(obs).sum(axis=1), 1.0, rtol=1e-5)
+    assert policy.act(obs, sample=True).shape == (2,)
+
+
+def test_the_rollout_keeps_what_the_policy_said_when_it_acted():
+    config = tiny_config(n_steps=3)
+    agent = PPOAgent(config, CueTask.num_actions, torch.device("cpu"))
+    task = CueTask(config.num_envs, seed=2)
+    obs = task.reset()
+    agent.start(obs)
+    said = []
+    for _ in range(2):
+        actions = agent.act(obs, 0)
+        said.append(agent._acted)
+        step = task.step(actions)
+        assert agent.observe(obs, step, 0) is None  # no update before n_steps
+        obs = step.obs
+    batch_rows = agent.rollout._rows
+    for row, (log_prob, value) in zip(batch_rows, said, strict=True):
+        np.testing.assert_array_equal(row[-2], log_prob)
+        np.testing.assert_array_equal(row[-1], value)
+    with torch.no_grad():
+        logits, values = agent.network(torch.from_numpy(batch_rows[0][0]))
+    chosen = torch.log_softmax(logits, 1).gather(1, torch.from_numpy(batch_rows[0][1])[:, None])
+    np.testing.assert_allclose(said[0][0], chosen.squeeze(1).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(said[0][1], values.numpy(), rtol=1e-5, atol=1e-6)
+    actions = agent.act(obs, 0)
+    stats = agent.observe(obs, task.step(actions), 24)
+    assert stats is not None and np.isfinite(stats["approx_kl"]) and stats["clip_range"] == 0.1
+
+
+def test_a_linear_clip_schedule_shrinks_the_clip_range():
+    config = tiny_config(n_steps=2, clip_schedule="linear", steps=1000)
+    agent = PPOAgent(config, CueTask.num_actions, torch.device("cpu"))
+    task = CueTask(config.num_envs, seed=3)
+    obs = task.reset()
+    agent.start(obs)
+    ranges = []
+    for agent_step in (250, 500, 750, 1000):  # an update every second step
+        for _ in range(2):
+            step = task.step(agent.act(obs, agent_step))
+            stats = agent.observe(obs, step, agent_step)
+            obs = step.obs
+        ranges.append(stats["clip_range"])
+    np.testing.assert_allclose(ranges[:3], [0.075, 0.05, 0.025])
+    assert 0 < ranges[3] < 1e-6
+
+
+def _names_of_algorithms() -> set[str]:
+    return set(algorithms())
+
+
+def test_no_module_but_an_algorithms_own_names_an_algorithm():
+    """The registry is the only list: no other module names an algorithm or imports one."""
+    own = {m.rsplit(".", 1)[1] for m in MODULES} | {"algorithms"}
+    names = _names_of_algorithms()
+    offenders = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.stem in own:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names:
+                offenders.append(f"{path.name}:{node.lineno} the string {node.value!r}")
+            if isinstance(node, ast.ImportFrom) and node.module in MODULES:
+                offenders.append(f"{path.name}:{node.lineno} imports {node.module}")
+    assert offenders == []
+
+
+def test_every_registered_algorithm_declares_what_the_rest_needs():
+    for name, algorithm in algorithms().items():
+        assert algorithm.name == name and algorithm.config().algo == name
+        assert {p.algo for p in algorithm.presets} <= {name}
+        assert algorithm.outputs in (PROBABILITIES, "Q-values")
+        assert algorithm.cliff.loss in algorithm.cliff.watched
+        columns = {p.column for f in algorithm.figures for p in f.panels}
+        assert algorithm.cliff.loss in columns, name
