@@ -3,9 +3,14 @@ algorithm can be shown to learn in seconds on a CPU."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+import torch
+
+from atari_rl.checkpoints import load_tensors
 from atari_rl.envs import Step
+from atari_rl.networks import ActorCritic
 
 
 class CueTask:
@@ -56,3 +61,13 @@ def cue_screen(side: int) -> np.ndarray:
     screen = np.zeros((4, 84, 84), dtype=np.uint8)
     screen[:, :, 42 * side:42 * (side + 1)] = 255
     return screen
+
+
+def assert_learned_the_cue(policy_file: Path) -> None:
+    """The trained actor-critic presses the lit side's action with probability > 0.9."""
+    network = ActorCritic(CueTask.num_actions)
+    network.load_state_dict(load_tensors(policy_file))
+    screens = np.stack([cue_screen(0), cue_screen(1)])
+    with torch.no_grad():
+        probs = torch.softmax(network(torch.from_numpy(screens))[0], 1)
+    assert probs[0, 0] > 0.9 and probs[1, 1] > 0.9, probs

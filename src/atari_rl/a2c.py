@@ -20,7 +20,7 @@ from atari_rl.config import Preset, RunConfig, require
 from atari_rl.envs import Step
 from atari_rl.maths import a2c_loss, explained_variance, linear_schedule, nstep_returns
 from atari_rl.networks import ActorCritic, actor_critic_from, bf16_pays_off
-from atari_rl.plots import FigureSpec, Panel
+from atari_rl.plots import POLICY_ENTROPY, STATE_VALUES, FigureSpec, Panel
 from atari_rl.rollout import EPISODE, Rollout, RolloutBatch
 
 MAX_UPDATE_BATCH = 2_048  # samples per forward/backward; bounds memory in episode mode
@@ -214,19 +214,12 @@ ALGORITHM = register(Algorithm(
     load_network=actor_critic_from,
     outputs=PROBABILITIES,
     figures=(
-        FigureSpec("entropy", "Policy entropy: at the dashed line the policy is uniform", (
-            Panel("entropy", "entropy (nats)", reference="uniform entropy"),
-            Panel("max_action_prob", "probability of the\nlikeliest action",
-                  reference="uniform probability"),
-        )),
+        POLICY_ENTROPY,
         FigureSpec("losses", "Losses (the critic's on a log scale)", (
             Panel("actor_loss", "actor loss"),
             Panel("critic_loss", "critic loss\n(squared return error)", log=True),
         )),
-        FigureSpec("value", "Value estimates", (
-            Panel("value_mean", "mean V(s)\n(clipped-reward units)"),
-            Panel("explained_variance", "explained variance\nof the returns"),
-        )),
+        STATE_VALUES,
     ),
     cliff=CliffSignals(loss="critic_loss", entropy="entropy",
                        watched=("actor_loss", "critic_loss", "entropy", "grad_norm",

@@ -159,6 +159,16 @@ COMMON_FIGURES = (  # what every run has; each algorithm adds its own (algorithm
               "games", dots="length"),
     )),
 )
+# What every actor-critic reports (A2C, PPO): its policy's entropy and its critic's values.
+POLICY_ENTROPY = FigureSpec("entropy", "Policy entropy: at the dashed line the policy is uniform", (
+    Panel("entropy", "entropy (nats)", reference="uniform entropy"),
+    Panel("max_action_prob", "probability of the\nlikeliest action",
+          reference="uniform probability"),
+))
+STATE_VALUES = FigureSpec("value", "Value estimates", (
+    Panel("value_mean", "mean V(s)\n(clipped-reward units)"),
+    Panel("explained_variance", "explained variance\nof the returns"),
+))
 COMMON_LAST = (
     FigureSpec("grad_norm", "Gradient norm (L2, before clipping)", (
         Panel("grad_norm", "gradient norm", log=True),

@@ -27,7 +27,7 @@ from atari_rl.config import Preset, RunConfig, require
 from atari_rl.envs import Step
 from atari_rl.maths import explained_variance, gae_advantages, linear_schedule, ppo_loss
 from atari_rl.networks import ActorCritic, actor_critic_from, bf16_pays_off
-from atari_rl.plots import FigureSpec, Panel
+from atari_rl.plots import POLICY_ENTROPY, STATE_VALUES, FigureSpec, Panel
 from atari_rl.rollout import Rollout, RolloutBatch
 
 SCHEDULES = ("constant", "linear")
@@ -204,19 +204,12 @@ ALGORITHM = register(Algorithm(
     load_network=actor_critic_from,
     outputs=PROBABILITIES,
     figures=(
-        FigureSpec("entropy", "Policy entropy: at the dashed line the policy is uniform", (
-            Panel("entropy", "entropy (nats)", reference="uniform entropy"),
-            Panel("max_action_prob", "probability of the\nlikeliest action",
-                  reference="uniform probability"),
-        )),
+        POLICY_ENTROPY,
         FigureSpec("losses", "Losses (the value loss on a log scale)", (
             Panel("policy_loss", "policy loss\n(clipped surrogate)"),
             Panel("value_loss", "value loss", log=True),
         )),
-        FigureSpec("value", "Value estimates", (
-            Panel("value_mean", "mean V(s)\n(clipped-reward units)"),
-            Panel("explained_variance", "explained variance\nof the returns"),
-        )),
+        STATE_VALUES,
         FigureSpec("ppo_updates", "How far each update moves the policy", (
             Panel("approx_kl", "approximate KL\n(old policy to new)"),
             Panel("clip_fraction", "fraction of ratios\noutside the clip range"),
