@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from atari_rl.run_files import CHECKPOINT_DIR, EVALUATION_FILE, FINAL_POLICY, METRICS_FILE
+
 
 def sb3_breakout(num_envs: int, seed: int = 0) -> Any:
     """stable-baselines3's own Atari pipeline: make_atari_env + VecFrameStack(4)."""
@@ -52,11 +54,11 @@ def learn_and_evaluate(preset: str, steps: int, games: int, options: tuple[str, 
         training.send_signal(signal.SIGTERM)  # the run checkpoints, then exits
         training.wait()
     hours = (time.perf_counter() - start) / 3600
-    checkpoints = sorted((run_dir / "checkpoints").glob("step-*"))
-    done = run_dir / "policy.safetensors"
+    checkpoints = sorted((run_dir / CHECKPOINT_DIR).glob("step-*"))
+    done = run_dir / FINAL_POLICY
     target = run_dir if done.is_file() else checkpoints[-1]
     reached = int(checkpoints[-1].name.split("-")[1]) if checkpoints else steps
-    out = run_dir / "evaluation.json"
+    out = run_dir / EVALUATION_FILE
     subprocess.run([sys.executable, "-m", "atari_rl.cli", "evaluate", str(target),
                     "--games", str(games), "--out", str(out)], check=True)
     result = json.loads(out.read_text())
@@ -83,7 +85,7 @@ def ours_steps_per_s(config: Any, timed_from: int) -> float:
             train(config, Path(run_dir), env)
         finally:
             env.close()
-        with open(Path(run_dir) / "metrics.csv") as handle:
+        with open(Path(run_dir) / METRICS_FILE) as handle:
             rows = [(int(row["step"]), float(row["steps_per_s"]))
                     for row in csv.DictReader(handle)]
     rates = [rate for (previous, _), (_, rate) in zip(rows, rows[1:], strict=False)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from atari_rl.run_files import CONFIG_FILE, FINAL_POLICY, GAMES_FILE, METRICS_FILE, TENSORBOARD_DIR
+
 # --- run directories for the plot, evaluate, record and report commands -------------------
 
 DQN_METRICS = ["step", "td_loss", "q_mean", "target_mean", "grad_norm", "epsilon", "replay_size",
@@ -49,9 +51,9 @@ def tiny_dqn_run(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Pa
     run_dir.mkdir()
     config = {"algo": "dqn", "game": "breakout", "steps": 1000, "seed": 0, "num_envs": 2,
               "dueling": True, "log_every": 100}
-    (run_dir / "config.json").write_text(json.dumps(config))
-    shutil.copy(tiny_run / "games.csv", run_dir / "games.csv")
-    with (run_dir / "metrics.csv").open("w", newline="") as handle:
+    (run_dir / CONFIG_FILE).write_text(json.dumps(config))
+    shutil.copy(tiny_run / GAMES_FILE, run_dir / GAMES_FILE)
+    with (run_dir / METRICS_FILE).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(DQN_METRICS)
         for row in range(1, 11):
@@ -60,7 +62,7 @@ def tiny_dqn_run(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Pa
             writer.writerow([row * 100, loss, 0.1 * row if learning else math.nan, 0.1 * row,
                              1.0 if learning else math.nan, 1.0 - 0.09 * row, row * 100, 300.0,
                              row // 3, 1.0, 1.0, 2.0])
-    save_tensors(run_dir / "policy.safetensors", QNetwork(4, dueling=True).state_dict(),
+    save_tensors(run_dir / FINAL_POLICY, QNetwork(4, dueling=True).state_dict(),
                  {"algo": "dqn", "game": "breakout", "num_actions": "4"})
     return run_dir
 
@@ -71,7 +73,7 @@ def run_copy(tmp_path: Path, tiny_run: Path) -> Callable[..., Path]:
 
     def copy(source: Path = tiny_run, name: str = "run") -> Path:
         return Path(shutil.copytree(source, tmp_path / name,
-                                    ignore=shutil.ignore_patterns("tensorboard")))
+                                    ignore=shutil.ignore_patterns(TENSORBOARD_DIR)))
 
     return copy
 

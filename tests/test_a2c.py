@@ -6,6 +6,7 @@ import torch
 from atari_rl.a2c import A2CConfig
 from atari_rl.envs import Step
 from atari_rl.rollout import Rollout
+from atari_rl.run_files import FINAL_POLICY, METRICS_FILE
 from atari_rl.training import train
 from tests.tasks import CueTask, assert_learned_the_cue
 
@@ -79,6 +80,6 @@ def test_a2c_learns_a_tiny_task(tmp_path):
                        log_every=2_000, seed=0)
     config.validate()
     train(config, tmp_path, CueTask(config.num_envs, seed=1))
-    assert_learned_the_cue(tmp_path / "policy.safetensors")
-    metrics = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert_learned_the_cue(tmp_path / FINAL_POLICY)
+    metrics = (tmp_path / METRICS_FILE).read_text().splitlines()
     assert metrics[0].startswith("step,actor_loss,critic_loss,entropy")

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from atari_rl.cli import main
+from atari_rl.run_files import CONFIG_FILE
 
 
 @pytest.mark.parametrize(
@@ -48,7 +49,7 @@ def test_preset_values_can_be_overridden(tmp_path, capsys):
     args = ["train", "--preset", "seed-n20", "--entropy-coef", "0.02", "--steps", "64",
             "--num-envs", "2", "--no-compile", "--run-dir", str(run_dir)]
     assert main(args) == 0
-    config = json.loads((run_dir / "config.json").read_text())
+    config = json.loads((run_dir / CONFIG_FILE).read_text())
     assert config["n_steps"] == 20 and config["action_selection"] == "argmax"
     assert config["entropy_coef"] == 0.02
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

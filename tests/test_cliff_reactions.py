@@ -11,11 +11,12 @@ from atari_rl.a2c import A2CAgent, A2CConfig
 from atari_rl.checkpoints import best_checkpoint, list_checkpoints, load_checkpoint
 from atari_rl.cli import main
 from atari_rl.envs import Episode
+from atari_rl.run_files import EVENTS_FILE
 from tests.tasks import CueTask
 
 
 def events(run_dir):
-    with (run_dir / "events.csv").open() as handle:
+    with (run_dir / EVENTS_FILE).open() as handle:
         return list(csv.DictReader(handle))
 
 

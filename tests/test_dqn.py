@@ -18,12 +18,13 @@ import torch
 from torch import nn
 
 from atari_rl import cli
-from atari_rl.checkpoints import FINAL_POLICY, load_checkpoint, load_tensors, save_checkpoint
+from atari_rl.checkpoints import load_checkpoint, load_tensors, save_checkpoint
 from atari_rl.config import resolve
 from atari_rl.dqn import DQNAgent, DQNConfig, epsilon, q_values, td_loss
 from atari_rl.envs import Episode, Step
 from atari_rl.maths import double_dqn_targets
 from atari_rl.networks import QNetwork
+from atari_rl.run_files import FINAL_POLICY
 from atari_rl.training import train
 
 

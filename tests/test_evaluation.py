@@ -18,13 +18,22 @@ from atari_rl.cli import main
 from atari_rl.evaluation import game_shares, summarize
 from atari_rl.networks import QNetwork
 from atari_rl.policy import PolicyError
+from atari_rl.run_files import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_STATE,
+    CHECKPOINT_TENSORS,
+    CONFIG_FILE,
+    EVALUATION_FILE,
+    FINAL_POLICY,
+    RANDOM_EVALUATION_FILE,
+)
 
 OBS = np.random.default_rng(0).integers(0, 256, (5, 4, 84, 84), dtype=np.uint8)
 
 
 def test_load_policy_reads_a_run_directory_or_its_file(tiny_run):
-    trained = load_file(str(tiny_run / "policy.safetensors"))
-    for path in (tiny_run, tiny_run / "policy.safetensors"):
+    trained = load_file(str(tiny_run / FINAL_POLICY))
+    for path in (tiny_run, tiny_run / FINAL_POLICY):
         policy = load_policy(path)
         assert (policy.algo, policy.game, policy.num_actions) == ("a2c", "breakout", 4)
         assert policy.action_names == ("NOOP", "FIRE", "RIGHT", "LEFT")
@@ -54,23 +63,23 @@ def test_a_training_checkpoint_is_a_policy_too(run_copy):
     """RUN/checkpoints/step-N/: state.safetensors (network.* among optimizer tensors, no
     algo in its metadata) and state.json (algo, game); outputs go beside, not inside it."""
     run = run_copy()
-    trained = load_file(str(run / "policy.safetensors"))
-    checkpoint = run / "checkpoints" / "step-000000000123"
+    trained = load_file(str(run / FINAL_POLICY))
+    checkpoint = run / CHECKPOINT_DIR / "step-000000000123"
     checkpoint.mkdir(parents=True)
-    save_tensors(checkpoint / "state.safetensors",
+    save_tensors(checkpoint / CHECKPOINT_TENSORS,
                  {**{f"network.{k}": v for k, v in trained.items()},
                   "optimizer.0.step": torch.zeros(1)}, {"step": "123"})
-    (checkpoint / "state.json").write_text(json.dumps({"step": 123, "algo": "a2c",
+    (checkpoint / CHECKPOINT_STATE).write_text(json.dumps({"step": 123, "algo": "a2c",
                                                        "game": "breakout"}))
-    for path in (checkpoint, checkpoint / "state.safetensors"):
+    for path in (checkpoint, checkpoint / CHECKPOINT_TENSORS):
         policy = load_policy(path)
         assert policy.algo == "a2c" and policy.game == "breakout"
         for name, tensor in policy.network.state_dict().items():
             assert torch.equal(tensor, trained[name])
     assert main(["evaluate", str(checkpoint), "--games", "1", "--max-frames", "200"]) == 0
-    assert (checkpoint.parent / "step-000000000123.evaluation.json").is_file()
-    assert not (checkpoint / "evaluation.json").exists()
-    assert not (run / "evaluation.json").exists()
+    assert (checkpoint.parent / f"step-000000000123.{EVALUATION_FILE}").is_file()
+    assert not (checkpoint / EVALUATION_FILE).exists()
+    assert not (run / EVALUATION_FILE).exists()
 
 
 def test_epsilon_greedy_takes_a_random_action_at_the_stated_rate(tiny_run):
@@ -103,7 +112,7 @@ def test_evaluate_plays_exactly_n_games_and_saves_their_statistics(run_copy, cap
     run = run_copy()
     args = ["evaluate", str(run), "--games", "3", "--num-envs", "2", "--max-frames", "2000"]
     assert main(args) == 0
-    result = json.loads((run / "evaluation.json").read_text())
+    result = json.loads((run / EVALUATION_FILE).read_text())
     scores = result["scores"]
     assert result["games"] == len(scores) == 3
     assert Counter(result["env_ids"]) == {0: 2, 1: 1}  # the shares, not the first to finish
@@ -124,20 +133,20 @@ def test_evaluate_plays_exactly_n_games_and_saves_their_statistics(run_copy, cap
 
 def test_random_baseline_is_saved_separately_and_is_seeded(run_copy):
     run = run_copy()
-    (run / "policy.safetensors").unlink()  # a run still training can have its baseline
+    (run / FINAL_POLICY).unlink()  # a run still training can have its baseline
     args = ["evaluate", str(run), "--policy", "random", "--games", "2", "--max-frames", "1500"]
     assert main(args) == 0
-    first = json.loads((run / "evaluation-random.json").read_text())
-    assert not (run / "evaluation.json").exists()
+    first = json.loads((run / RANDOM_EVALUATION_FILE).read_text())
+    assert not (run / EVALUATION_FILE).exists()
     assert first["policy"] == "random" and first["games"] == 2
     assert main(args) == 0
-    assert json.loads((run / "evaluation-random.json").read_text())["scores"] == first["scores"]
+    assert json.loads((run / RANDOM_EVALUATION_FILE).read_text())["scores"] == first["scores"]
 
 
 def test_greedy_and_sticky_flags_are_part_of_the_saved_protocol(run_copy):
     run = run_copy()
     out = run / "greedy-sticky.json"
-    assert main(["evaluate", str(run / "policy.safetensors"), "--games", "1", "--greedy",
+    assert main(["evaluate", str(run / FINAL_POLICY), "--games", "1", "--greedy",
                  "--sticky", "--max-frames", "400", "--out", str(out)]) == 0
     protocol = json.loads(out.read_text())["protocol"]
     assert protocol["greedy"] and protocol["epsilon"] == 0.0
@@ -180,10 +189,10 @@ def _bad_target(tmp_path, run_copy, setup):
         return None
     run = run_copy()
     if setup == "no_policy":
-        (run / "policy.safetensors").unlink()
+        (run / FINAL_POLICY).unlink()
     if setup == "unknown_game":
-        config = json.loads((run / "config.json").read_text())
-        (run / "config.json").write_text(json.dumps({**config, "game": "nosuchgame"}))
+        config = json.loads((run / CONFIG_FILE).read_text())
+        (run / CONFIG_FILE).write_text(json.dumps({**config, "game": "nosuchgame"}))
     return run
 
 

@@ -6,13 +6,9 @@ import shutil
 import pytest
 
 from atari_rl import checkpoints
-from atari_rl.checkpoints import (
-    CHECKPOINT_STATE,
-    CHECKPOINT_TENSORS,
-    list_checkpoints,
-    load_checkpoint,
-)
+from atari_rl.checkpoints import list_checkpoints, load_checkpoint
 from atari_rl.cli import main
+from atari_rl.run_files import CHECKPOINT_DIR, CHECKPOINT_STATE, CHECKPOINT_TENSORS
 
 SHORT = ["--steps", "1200", "--num-envs", "4", "--no-compile", "--checkpoint-every", "400",
          "--log-every", "400", "--torch-threads", "1", "--env-threads", "1"]
@@ -72,7 +68,7 @@ def test_a_checkpoint_of_another_game_is_refused(finished_run, tmp_path, capsys)
     assert main(["train", *SHORT, "--steps", "400", "--game", "pong", "--run-dir", str(pong)]) == 0
     run_dir = copy_run(finished_run, tmp_path / "run")
     foreign = list_checkpoints(pong)[-1]
-    shutil.copytree(foreign, run_dir / "checkpoints" / "step-000000009999")
+    shutil.copytree(foreign, run_dir / CHECKPOINT_DIR / "step-000000009999")
     assert main(["train", "--resume", str(run_dir), "--steps", "20000"]) == 2
     assert "is not this run's" in one_line_error(capsys)
 
@@ -90,6 +86,6 @@ def test_a_full_disk_during_a_checkpoint_leaves_the_earlier_ones(finished_run, t
     line = one_line_error(capsys)
     assert "No space left on device" in line and "--resume" in line
     assert list_checkpoints(run_dir) == before
-    assert not any(p.name.startswith(".tmp") for p in (run_dir / "checkpoints").iterdir())
+    assert not any(p.name.startswith(".tmp") for p in (run_dir / CHECKPOINT_DIR).iterdir())
     for checkpoint in before:
         load_checkpoint(checkpoint)

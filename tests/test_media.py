@@ -12,6 +12,7 @@ import pytest
 from atari_rl.cli import main
 from atari_rl.envs import AtariPipeline, EnvConfig
 from atari_rl.media import Canvas, PanelState, ScreenGame, resize_area
+from atari_rl.run_files import FINAL_POLICY, GIF_FILE, VIDEO_FILE, VIDEO_INFO_FILE
 
 NAMES = ("NOOP", "FIRE", "RIGHT", "LEFT")
 
@@ -56,12 +57,12 @@ def test_screen_game_gives_the_agent_the_pipelines_observations(max_frames):
 def test_record_writes_one_video_frame_per_emulator_frame(run_copy, capsys):
     run = run_copy()
     assert main(["record", str(run), "--max-frames", "240", "--gif"]) == 0
-    info = json.loads((run / "video.json").read_text())
+    info = json.loads((run / VIDEO_INFO_FILE).read_text())
     game = info["games"][0]
     assert game["capped"] and info["fps"] == 60
     assert info["frames"] == game["frames"]  # ALE's own count: FIRE, no-ops and 240 frames
     assert 241 <= info["frames"] <= 241 + 29
-    reader = imageio.get_reader(run / "video.mp4")
+    reader = imageio.get_reader(run / VIDEO_FILE)
     try:
         assert reader.count_frames() == info["frames"]
         assert reader.get_meta_data()["fps"] == 60
@@ -69,7 +70,7 @@ def test_record_writes_one_video_frame_per_emulator_frame(run_copy, capsys):
     finally:
         reader.close()
     assert first.shape == (420, 620, 3)  # 210x160 screen x2, and the panel beside it
-    assert len(imageio.mimread(run / "video.gif")) == info["gif_frames"] == -(-info["frames"] // 4)
+    assert len(imageio.mimread(run / GIF_FILE)) == info["gif_frames"] == -(-info["frames"] // 4)
     assert "60 fps" in capsys.readouterr().out
 
 
@@ -110,7 +111,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, run_copy, cap
     elif setup in ("no_policy", "run"):
         target = run_copy()
         if setup == "no_policy":
-            (target / "policy.safetensors").unlink()
+            (target / FINAL_POLICY).unlink()
     before = set(tmp_path.rglob("*"))
     assert main(["record", str(target), *extra]) == 2
     err = capsys.readouterr().err.strip()

@@ -13,6 +13,7 @@ from PIL import Image
 from atari_rl.cli import main
 from atari_rl.metrics import GAMES_COLUMNS
 from atari_rl.plots import Panel, _draw_reference, game_series, load_run, rolling_mean
+from atari_rl.run_files import CONFIG_FILE, FIGURES_DIR, GAMES_FILE, METRICS_FILE
 
 A2C_COLUMNS = {"step", "actor_loss", "critic_loss", "entropy", "value_mean", "max_action_prob",
                "explained_variance", "grad_norm", "learning_rate", "steps_per_s", "games",
@@ -21,9 +22,9 @@ WRITE_UP = {"score.png", "best_score.png", "episode_length.png", "entropy.png", 
 
 
 def test_a_run_writes_the_columns_the_figures_read(tiny_run):
-    with (tiny_run / "metrics.csv").open() as handle:
+    with (tiny_run / METRICS_FILE).open() as handle:
         assert set(next(csv.reader(handle))) >= A2C_COLUMNS
-    with (tiny_run / "games.csv").open() as handle:
+    with (tiny_run / GAMES_FILE).open() as handle:
         assert next(csv.reader(handle)) == GAMES_COLUMNS
     run = load_run(tiny_run)
     assert len(run.metrics["step"]) == 10 and len(run.games["score"]) >= 2
@@ -32,19 +33,19 @@ def test_a_run_writes_the_columns_the_figures_read(tiny_run):
 def test_plot_writes_the_write_ups_figures_and_more(run_copy, capsys):
     run = run_copy()
     assert main(["plot", str(run)]) == 0
-    written = {p.name for p in (run / "figures").iterdir()}
+    written = {p.name for p in (run / FIGURES_DIR).iterdir()}
     assert written == WRITE_UP | {"value.png", "grad_norm.png", "learning_rate.png",
                                   "speed.png"}
     assert capsys.readouterr().out.count("figures/") == len(written)
     for name in written:
-        with Image.open(run / "figures" / name) as image:
+        with Image.open(run / FIGURES_DIR / name) as image:
             assert image.format == "PNG" and image.width >= 800
 
 
 def test_columns_an_algorithm_lacks_are_skipped(run_copy, tiny_dqn_run):
     run = run_copy(tiny_dqn_run, "dqn")
     assert main(["plot", str(run)]) == 0
-    written = {p.name for p in (run / "figures").iterdir()}
+    written = {p.name for p in (run / FIGURES_DIR).iterdir()}
     assert {"losses.png", "value.png", "epsilon.png", "score.png"} <= written
     assert "entropy.png" not in written and "learning_rate.png" not in written
 
@@ -54,7 +55,7 @@ def test_several_runs_overlay_on_a_games_axis(tmp_path, tiny_run, tiny_dqn_run):
     assert main(["plot", str(tiny_run), str(tiny_dqn_run), "--x", "games", "--out",
                  str(out)]) == 0
     assert WRITE_UP | {"epsilon.png"} <= {p.name for p in out.iterdir()}
-    assert not (tiny_run / "figures").exists()
+    assert not (tiny_run / FIGURES_DIR).exists()
 
 
 def test_the_uniform_policy_line_is_at_ln_num_actions(tiny_run):
@@ -89,7 +90,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, run_copy, cap
     if setup == "not_a_run":
         targets = [tmp_path]
     elif setup == "empty_run":
-        (tmp_path / "config.json").write_text('{"algo": "a2c", "game": "breakout"}')
+        (tmp_path / CONFIG_FILE).write_text('{"algo": "a2c", "game": "breakout"}')
         targets = [tmp_path]
     elif setup in ("two_runs", "run"):
         targets = [run_copy(name="a")] + ([run_copy(name="b")] if setup == "two_runs" else [])

@@ -13,6 +13,7 @@ from atari_rl.checkpoints import save_tensors
 from atari_rl.networks import ActorCritic
 from atari_rl.policy import load_policy
 from atari_rl.ppo import PPOAgent, PPOConfig
+from atari_rl.run_files import FINAL_POLICY, METRICS_FILE
 from atari_rl.training import train
 from tests.tasks import CueTask, assert_learned_the_cue, cue_screen
 
@@ -32,15 +33,15 @@ def test_ppo_learns_a_tiny_task(tmp_path):
     torch.manual_seed(0)
     config = tiny_config()
     train(config, tmp_path, CueTask(config.num_envs, seed=1))
-    assert_learned_the_cue(tmp_path / "policy.safetensors")
-    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert_learned_the_cue(tmp_path / FINAL_POLICY)
+    header = (tmp_path / METRICS_FILE).read_text().splitlines()[0].split(",")
     for column in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
                    "explained_variance", "clip_range", "learning_rate"):
         assert column in header, column
 
 
 def test_a_ppo_policy_file_plays_through_the_same_policy_api(tmp_path):
-    path = tmp_path / "policy.safetensors"
+    path = tmp_path / FINAL_POLICY
     save_tensors(path, ActorCritic(4).state_dict(),
                  {"algo": "ppo", "game": "breakout", "num_actions": "4"})
     policy = load_policy(path)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from atari_rl.cli import main
+from atari_rl.run_files import CONFIG_FILE, REPORT_FILE, TENSORBOARD_DIR
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -24,7 +25,7 @@ needs_chromium = pytest.mark.skipif(
 def reported_run(tmp_path_factory, tiny_run):
     """A copy of the tiny run, evaluated against random play, recorded, then reported."""
     run = tmp_path_factory.mktemp("report") / "a2c-run"
-    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("tensorboard"))
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(TENSORBOARD_DIR))
     quick = ["--games", "2", "--num-envs", "2", "--max-frames", "1000"]
     assert main(["evaluate", str(run), *quick]) == 0
     assert main(["evaluate", str(run), "--policy", "random", *quick]) == 0
@@ -34,7 +35,7 @@ def reported_run(tmp_path_factory, tiny_run):
 
 
 def test_the_page_embeds_everything_it_shows(reported_run):
-    page = (reported_run / "report.html").read_text()
+    page = (reported_run / REPORT_FILE).read_text()
     sources = re.findall(r'src="([^"]*)"', page)
     assert sources and all(s.startswith("data:") for s in sources)  # nothing to fetch
     assert sum(s.startswith("data:image/png;base64,") for s in sources) == 9
@@ -45,7 +46,7 @@ def test_the_page_embeds_everything_it_shows(reported_run):
 
 @needs_chromium
 def test_chromium_loads_the_figures_and_the_video(reported_run, tmp_path):
-    url = (reported_run / "report.html").as_uri()
+    url = (reported_run / REPORT_FILE).as_uri()
     dom = _chromium(tmp_path / "profile-dom", "--virtual-time-budget=15000", "--dump-dom", url)
     body = re.search(r"<body[^>]*>", dom).group(0)
     assert 'data-loaded="true"' in body, body
@@ -80,7 +81,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, run_copy, cap
     if setup in ("not_a_run", "unknown_game"):
         targets = [tmp_path]
         if setup == "unknown_game":
-            (tmp_path / "config.json").write_text('{"algo": "a2c", "game": "nosuchgame"}')
+            (tmp_path / CONFIG_FILE).write_text('{"algo": "a2c", "game": "nosuchgame"}')
     elif setup in ("two_runs", "run"):
         targets = [run_copy(name="a")] + ([run_copy(name="b")] if setup == "two_runs" else [])
     before = set(tmp_path.rglob("*"))

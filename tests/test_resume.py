@@ -14,6 +14,7 @@ import torch
 
 from atari_rl.checkpoints import list_checkpoints, load_checkpoint, load_tensors
 from atari_rl.config import from_dict
+from atari_rl.run_files import CONFIG_FILE, FINAL_POLICY, GAMES_FILE, METRICS_FILE
 from atari_rl.training import make_agent
 
 SHORT_RUN = ["--steps", "3200", "--num-envs", "4", "--no-compile", "--checkpoint-every", "800",
@@ -63,9 +64,9 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, algo):
     kill_after_checkpoints(killed, 2, *options, "--run-dir", str(killed))
     resumed = run("--resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr
-    for name in ("metrics.csv", "games.csv"):
+    for name in (METRICS_FILE, GAMES_FILE):
         assert rows_without_timing(killed / name) == rows_without_timing(straight / name), name
-    ours, theirs = (load_tensors(d / "policy.safetensors") for d in (killed, straight))
+    ours, theirs = (load_tensors(d / FINAL_POLICY) for d in (killed, straight))
     assert ours.keys() == theirs.keys()
     for name in ours:
         assert torch.equal(ours[name], theirs[name]), name
@@ -76,7 +77,7 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path):
     process = subprocess.Popen(train_command(*SHORT_RUN, "--steps", "400000", "--run-dir",
                                              str(run_dir)), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not (run_dir / "metrics.csv").exists():
+    while not (run_dir / METRICS_FILE).exists():
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
@@ -106,7 +107,7 @@ def test_a_checkpoint_restores_the_learner_exactly(tmp_path, algo):
     run_dir = tmp_path / "run"
     assert run(*SHORT_RUN, *ALGO_OPTIONS[algo], "--run-dir", str(run_dir)).returncode == 0
     tensors, state = load_checkpoint(list_checkpoints(run_dir)[-2])
-    config = from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
     agent = make_agent(config, 4, torch.device("cpu"))
     agent.load_state(tensors, state["agent"])
     again, meta = agent.state()
@@ -116,4 +117,4 @@ def test_a_checkpoint_restores_the_learner_exactly(tmp_path, algo):
     assert json.loads(json.dumps(meta)) == state["agent"]
     resumed = run("--resume", str(run_dir), "--steps", "4000")
     assert resumed.returncode == 0, resumed.stderr
-    assert rows_without_timing(run_dir / "metrics.csv")[-1]["step"] == "4000"
+    assert rows_without_timing(run_dir / METRICS_FILE)[-1]["step"] == "4000"

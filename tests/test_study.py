@@ -20,9 +20,16 @@ import pytest
 
 from atari_rl import config as cfg
 from atari_rl.cli import build_parser, main
+from atari_rl.run_files import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    EVALUATION_FILE,
+    FINAL_POLICY,
+    TRIAL_FILE,
+)
 from atari_rl.study import apply_command_line, builtin_studies, load_spec, parse_spec
 from atari_rl.study_run import COPY_ENV, LOGS_DIR, run_study, trial_status
-from atari_rl.study_stats import RUNS_DIR, STUDY_FILE, TRIAL_FILE
+from atari_rl.study_stats import RUNS_DIR, STUDY_FILE
 
 TINY_OVERRIDES = ("overrides = { num_envs = 2, compile = false, log_every = 100, noop_max = 0,"
                   " n_steps = 5 }")
@@ -158,11 +165,11 @@ def test_a_study_runs_every_trial_and_aggregates(finished_study):
     for run in runs:
         run_dir = out / RUNS_DIR / run
         assert trial_status(out, run) == "finished"
-        config = json.loads((run_dir / "config.json").read_text())
+        config = json.loads((run_dir / CONFIG_FILE).read_text())
         assert (config["preset"], config["seed"]) == ("seed-n5", int(run[-1]))
         assert config["entropy_coef"] == (0.1 if run.startswith("entropy-0.1-") else 0.01)
         trial = json.loads((run_dir / TRIAL_FILE).read_text())
-        evaluation = json.loads((run_dir / "evaluation.json").read_text())
+        evaluation = json.loads((run_dir / EVALUATION_FILE).read_text())
         assert trial["score"] == evaluation["mean"] and evaluation["games"] == 1
         assert Path(trial["log"]) == out / LOGS_DIR / f"{run}.log"
         assert "atari-rl train --run-dir" in Path(trial["log"]).read_text()
@@ -236,7 +243,7 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(tmp_path, capsys
     deadline = time.monotonic() + 240
     try:
         while not (trial_status(out, short_run) == "finished"
-                   and list((out / RUNS_DIR / long_run / "checkpoints").glob("step-*"))):
+                   and list((out / RUNS_DIR / long_run / CHECKPOINT_DIR).glob("step-*"))):
             assert time.monotonic() < deadline, "the study made no progress"
             assert study.poll() is None, "the study ended before it was killed"
             time.sleep(0.5)
@@ -244,7 +251,7 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(tmp_path, capsys
         os.killpg(study.pid, signal.SIGKILL)
         study.wait()
         kill_processes_of(out)  # the trials' processes too, as when the machine goes down
-    assert not (out / RUNS_DIR / long_run / "policy.safetensors").exists(), "killed too late"
+    assert not (out / RUNS_DIR / long_run / FINAL_POLICY).exists(), "killed too late"
     short_log = (out / LOGS_DIR / f"{short_run}.log").read_text()
     capsys.readouterr()
     assert main(["study", str(out)]) == 0
@@ -254,7 +261,7 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(tmp_path, capsys
     assert (out / LOGS_DIR / f"{short_run}.log").read_text() == short_log
     assert f"train --resume {out.resolve() / RUNS_DIR / long_run}" in (
         out / LOGS_DIR / f"{long_run}.log").read_text()
-    config = json.loads((out / RUNS_DIR / long_run / "config.json").read_text())
+    config = json.loads((out / RUNS_DIR / long_run / CONFIG_FILE).read_text())
     assert config["steps"] == 4000 and trial_status(out, long_run) == "finished"
 
 
@@ -301,9 +308,9 @@ def test_a_study_runs_on_a_ray_cluster_through_its_address(tmp_path, monkeypatch
         for run in run_names(out):
             run_dir = out / RUNS_DIR / run
             assert trial_status(out, run) == "finished"
-            assert (run_dir / "evaluation.json").is_file()
-            assert (run_dir / "policy.safetensors").is_file()
-            assert [p.name for p in (run_dir / "checkpoints").glob("step-*")] == [
+            assert (run_dir / EVALUATION_FILE).is_file()
+            assert (run_dir / FINAL_POLICY).is_file()
+            assert [p.name for p in (run_dir / CHECKPOINT_DIR).glob("step-*")] == [
                 "step-000000000200", "step-000000000400"]
             assert "atari-rl evaluate" in (out / LOGS_DIR / f"{run}.log").read_text()
     finally:

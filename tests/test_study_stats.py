@@ -15,6 +15,14 @@ import pytest
 import scipy.stats
 from PIL import Image
 
+from atari_rl.run_files import (
+    CONFIG_FILE,
+    EVALUATION_FILE,
+    FIGURES_DIR,
+    GAMES_FILE,
+    REPORT_FILE,
+    TRIAL_FILE,
+)
 from atari_rl.study_plots import write_study_figures
 from atari_rl.study_report import build_study_report, format_estimate, write_study_report
 from atari_rl.study_stats import (
@@ -49,7 +57,7 @@ def run_name(configuration: str, seed: int) -> str:
 
 def write_games(run_dir: Path, scores: list[float], steps: list[int]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / "games.csv").open("w", newline="") as handle:
+    with (run_dir / GAMES_FILE).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "env_id", "score", "length"])
         for step, score in zip(steps, scores, strict=True):
@@ -59,11 +67,11 @@ def write_games(run_dir: Path, scores: list[float], steps: list[int]) -> None:
 def finish(run_dir: Path, configuration: str, seed: int, score: float) -> None:
     evaluation = {"mean": score, "median": score, "std": 0.0, "min": score, "max": score,
                   "games": 2, "scores": [score, score], "protocol": {"seed": 0}}
-    (run_dir / "evaluation.json").write_text(json.dumps(evaluation))
+    (run_dir / EVALUATION_FILE).write_text(json.dumps(evaluation))
     trial = {"status": "finished", "configuration": configuration, "game": GAME, "seed": seed,
              "score": score, "error": None, "log": str(run_dir / "train.log"),
              "train_seconds": 3725.0}
-    (run_dir / "trial.json").write_text(json.dumps(trial))
+    (run_dir / TRIAL_FILE).write_text(json.dumps(trial))
 
 
 def make_study(root: Path) -> Path:
@@ -84,7 +92,7 @@ def make_study(root: Path) -> Path:
         for seed, score in SCORES[configuration].items():
             run_dir = study / "runs" / run_name(configuration, seed)
             (run_dir).mkdir(parents=True)
-            (run_dir / "config.json").write_text(json.dumps({"algo": "a2c", "game": GAME,
+            (run_dir / CONFIG_FILE).write_text(json.dumps({"algo": "a2c", "game": GAME,
                                                              "seed": seed}))
             if configuration == STRONG:
                 write_games(run_dir, GAMES[seed], STEPS)
@@ -92,7 +100,7 @@ def make_study(root: Path) -> Path:
     write_games(study / "runs" / run_name(STRONG, 3), PENDING_GAMES, STEPS[:2])
     failed = study / "runs" / run_name(WEAK, 3)
     write_games(failed, [100, 100], STEPS[:2])  # a failed run's curve is left out
-    (failed / "trial.json").write_text(json.dumps({
+    (failed / TRIAL_FILE).write_text(json.dumps({
         "status": "failed", "configuration": WEAK, "game": GAME, "seed": 3, "score": None,
         "error": ERROR, "log": str(failed / "train.log"), "train_seconds": 30.0}))
     return study
@@ -283,14 +291,14 @@ def test_the_figures_are_pngs(study_dir):
     assert {p.name for p in paths} == {"learning_curves.png", "interval_estimates.png",
                                        "improvement.png"}
     for path in paths:
-        assert path.parent == study_dir / "figures"
+        assert path.parent == study_dir / FIGURES_DIR
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width >= 800
 
 
 def test_the_report_shows_the_tables_the_trials_and_the_figures(study_dir):
     out = write_study_report(study_dir, reps=REPS)
-    assert out == study_dir / "report.html"
+    assert out == study_dir / REPORT_FILE
     page = out.read_text()
     stats = json.loads((study_dir / AGGREGATE_FILE).read_text())  # saved for the next call
     for configuration in (STRONG, WEAK):
@@ -325,6 +333,6 @@ def test_a_study_with_nothing_finished_still_reports(tmp_path):
 def test_one_seed_is_flagged(tmp_path):
     study_dir = make_study(tmp_path)
     for seed in (1, 2):
-        (study_dir / "runs" / run_name(STRONG, seed) / "trial.json").unlink()
+        (study_dir / "runs" / run_name(STRONG, seed) / TRIAL_FILE).unlink()
     page = build_study_report(load_study(study_dir), reps=REPS)
     assert "1 seed: the interval is a single point" in page

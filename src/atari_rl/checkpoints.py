@@ -16,9 +16,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-FINAL_POLICY = "policy.safetensors"
+from atari_rl.run_files import (
+    BEST_FILE,
+    CHECKPOINT_DIR,
+    CHECKPOINT_STATE,
+    CHECKPOINT_TENSORS,
+    CONFIG_FILE,
+)
 
 
 def atomic_write(path: Path, write: Any) -> None:
@@ -63,11 +67,6 @@ def new_run_dir(path: Path) -> Path:
                          f"or continue it with --resume {path}")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-CHECKPOINT_TENSORS = "state.safetensors"
-CHECKPOINT_STATE = "state.json"
-BEST_FILE = "best.json"
 
 
 class CheckpointError(ValueError):

@@ -13,9 +13,24 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atari_rl import config as cfg
+from atari_rl.run_files import (
+    CHECKPOINT_TENSORS,
+    CONFIG_FILE,
+    EVALUATION_FILE,
+    EVENTS_FILE,
+    FIGURES_DIR,
+    GAMES_FILE,
+    METRICS_FILE,
+    RANDOM_EVALUATION_FILE,
+    REPORT_FILE,
+    VIDEO_FILE,
+)
+
+if TYPE_CHECKING:  # imported where used, as the commands import their modules
+    from atari_rl.evaluation import EvalProtocol
 
 USAGE_ERROR = 2
 CLIFF_STOP = 3
@@ -156,44 +171,55 @@ def _add_study_command(commands: Any) -> None:
 
 
 def _add_analysis_commands(commands: Any) -> None:
-    """plot, evaluate, record, report: they read a run directory and never change its files."""
+    """plot, evaluate, record, report: they read a run directory and never change its files.
+    The defaults of evaluate and record are their dataclasses' (EvalProtocol, RecordSettings)."""
+    from atari_rl.evaluation import EvalProtocol
+    from atari_rl.media import RecordSettings
+
     plot = commands.add_parser("plot", help="PNG figures of a run, of several runs overlaid, "
                                             "or of a study")
     plot.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR|STUDY_DIR")
     plot.add_argument("--x", choices=("steps", "games"), default="steps",
                       help="x axis: agent steps or games played (default steps)")
     plot.add_argument("--out", type=Path, default=None,
-                      help="output directory (default RUN_DIR/figures; needed for several runs)")
+                      help=f"output directory (default RUN_DIR/{FIGURES_DIR}; needed for several "
+                           f"runs)")
 
     evaluate = commands.add_parser(
         "evaluate", help="score a policy over N whole games under a stated protocol")
     evaluate.add_argument("target", nargs="?", type=Path, metavar="RUN_DIR|CHECKPOINT")
     _add_pretrained_option(evaluate)
-    evaluate.add_argument("--games", type=int, default=100, help="games to play (default 100)")
-    evaluate.add_argument("--num-envs", type=int, default=8,
-                          help="parallel envs; each plays its share of the games (default 8)")
+    protocol = EvalProtocol()
+    evaluate.add_argument("--games", type=int, default=protocol.games,
+                          help=f"games to play (default {protocol.games})")
+    evaluate.add_argument("--num-envs", type=int, default=protocol.num_envs,
+                          help=f"parallel envs; each plays its share of the games (default "
+                               f"{protocol.num_envs})")
     evaluate.add_argument("--policy", choices=("trained", "random"), default="trained",
-                          help="random: the uniform-random baseline (evaluation-random.json)")
+                          help=f"random: the uniform-random baseline ({RANDOM_EVALUATION_FILE})")
     evaluate.add_argument("--game", default=None,
                           help="the game of a random baseline evaluated without a run")
     evaluate.add_argument("--out", type=Path, default=None,
-                          help="where the JSON goes (default RUN_DIR/evaluation.json)")
+                          help=f"where the JSON goes (default RUN_DIR/{EVALUATION_FILE})")
     evaluate.add_argument("--env-threads", type=int, default=0,
                           help="emulator threads (default 0: one per core); scores do not "
                                "depend on it")
-    _add_play_options(evaluate)
+    _add_play_options(evaluate, protocol)
 
     record = commands.add_parser(
         "record", help="MP4 of whole games with the agent's action values beside the screen")
     record.add_argument("target", nargs="?", type=Path, metavar="RUN_DIR|CHECKPOINT")
     _add_pretrained_option(record)
-    record.add_argument("--games", type=int, default=1, help="games to record (default 1)")
-    record.add_argument("--scale", type=int, default=2, help="screen upscaling, 1 to 4")
+    settings = RecordSettings()
+    record.add_argument("--games", type=int, default=settings.protocol.games,
+                        help=f"games to record (default {settings.protocol.games})")
+    record.add_argument("--scale", type=int, default=settings.scale,
+                        help=f"screen upscaling, 1 to 4 (default {settings.scale})")
     record.add_argument("--gif", action="store_true",
                         help="also a GIF, one frame per agent step at 15 fps")
     record.add_argument("--out", type=Path, default=None,
-                        help="the .mp4 to write (default RUN_DIR/video.mp4)")
-    _add_play_options(record)
+                        help=f"the .mp4 to write (default RUN_DIR/{VIDEO_FILE})")
+    _add_play_options(record, settings.protocol)
 
     report = commands.add_parser("report", help="one self-contained HTML page about the runs, "
                                                 "or about a study")
@@ -201,8 +227,8 @@ def _add_analysis_commands(commands: Any) -> None:
     _add_pretrained_option(report)
     report.add_argument("--x", choices=("steps", "games"), default="steps")
     report.add_argument("--out", type=Path, default=None,
-                        help="the .html to write (default RUN_DIR/report.html; needed for "
-                             "several runs)")
+                        help=f"the .html to write (default RUN_DIR/{REPORT_FILE}; needed "
+                             f"for several runs)")
 
 
 def _add_pretrained_option(parser: argparse.ArgumentParser) -> None:
@@ -236,25 +262,45 @@ def _pretrained(args: argparse.Namespace, filename: str) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _add_play_options(parser: argparse.ArgumentParser) -> None:
+def _add_play_options(parser: argparse.ArgumentParser, defaults: EvalProtocol) -> None:
     """The evaluation protocol's settings, shared by evaluate and record."""
+    from atari_rl.evaluation import STICKY_ACTION_PROB
+    from atari_rl.media import SCREEN_FPS
+
+    minutes = defaults.max_frames_per_game / SCREEN_FPS / 60
     group = parser.add_argument_group("protocol")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--greedy", action="store_true",
+    group.add_argument("--seed", type=int, default=defaults.seed)
+    group.add_argument("--greedy", action="store_true", default=defaults.greedy,
                        help="always the best action (default epsilon-greedy)")
-    group.add_argument("--epsilon", type=float, default=0.01,
-                       help="random action probability when not greedy (default 0.01)")
+    group.add_argument("--epsilon", type=float, default=defaults.epsilon,
+                       help=f"random action probability when not greedy (default "
+                            f"{defaults.epsilon:g})")
     group.add_argument("--sticky", action="store_true",
-                       help="sticky actions with probability 0.25 (Machado et al. 2018)")
-    group.add_argument("--noop-max", type=int, default=30,
-                       help="up to this many no-op frames at the start of a game (default 30)")
-    group.add_argument("--max-frames", type=int, default=108_000,
-                       help="frame cap per game (default 108,000: 30 minutes of play)")
+                       help=f"sticky actions with probability {STICKY_ACTION_PROB:g} (Machado "
+                            f"et al. 2018)")
+    group.add_argument("--noop-max", type=int, default=defaults.noop_max,
+                       help=f"up to this many no-op frames at the start of a game (default "
+                            f"{defaults.noop_max})")
+    group.add_argument("--max-frames", type=int, default=defaults.max_frames_per_game,
+                       help=f"frame cap per game (default {defaults.max_frames_per_game:,}: "
+                            f"{minutes:g} minutes of play)")
+
+
+def _protocol(args: argparse.Namespace, defaults: EvalProtocol) -> EvalProtocol:
+    """The protocol the play options ask for; what they leave out stays as in defaults."""
+    from atari_rl.evaluation import STICKY_ACTION_PROB
+
+    return dataclasses.replace(
+        defaults, games=args.games, num_envs=getattr(args, "num_envs", defaults.num_envs),
+        seed=args.seed, greedy=args.greedy, epsilon=args.epsilon, noop_max=args.noop_max,
+        sticky_action_prob=STICKY_ACTION_PROB if args.sticky else defaults.sticky_action_prob,
+        max_frames_per_game=args.max_frames)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from atari_rl.algorithms import get
-    from atari_rl.checkpoints import CONFIG_FILE, is_run_dir, new_run_dir, read_json
+    from atari_rl.checkpoints import is_run_dir, new_run_dir, read_json
+    from atari_rl.cores import measure_free_cores
     from atari_rl.envs import AtariPipeline
     from atari_rl.networks import pick_device
     from atari_rl.training import CliffStopped, TrainingStopped, latest_checkpoint, train
@@ -279,7 +325,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         pick_device(config.device)
         if args.resume is None and get(config.algo).check_machine is not None:
             get(config.algo).check_machine(config)  # the replay memory fits, say
-        env = AtariPipeline(config.env_config())
+        env = AtariPipeline(dataclasses.replace(  # --env-threads 0: the cores free now
+            config.env_config(), num_threads=config.env_threads or measure_free_cores()))
         if args.resume is None:
             new_run_dir(run_dir)
     except ValueError as error:
@@ -291,7 +338,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = train(config, run_dir, env, resume=args.resume is not None)
     except CliffStopped as stopped:
         print(f"atari-rl: {stopped}; checkpoint saved in {run_dir}; the best checkpoint is "
-              f"kept: see events.csv", file=sys.stderr)
+              f"kept: see {EVENTS_FILE}", file=sys.stderr)
         return CLIFF_STOP
     except TrainingStopped as stopped:
         print(f"atari-rl: {stopped}; checkpoint saved: continue with "
@@ -330,7 +377,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from atari_rl.plots import FIGURES_DIR, label_runs, load_run, write_figures
+    from atari_rl.plots import label_runs, load_run, write_figures
     from atari_rl.study_stats import is_study_dir
 
     if len(args.runs) == 1 and is_study_dir(args.runs[0]):
@@ -343,7 +390,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise UsageError("several runs need --out DIR for their figures")
     runs = [_usage(load_run, path) for path in args.runs]
     if not any(run.metrics or run.games for run in runs):
-        raise UsageError(f"{args.runs[0]} has no metrics.csv or games.csv rows yet")
+        raise UsageError(f"{args.runs[0]} has no {METRICS_FILE} or {GAMES_FILE} rows yet")
     label_runs(runs)
     out = args.out or args.runs[0] / FIGURES_DIR
     for path in write_figures(runs, out, args.x):
@@ -356,17 +403,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from atari_rl.checkpoints import write_json
     from atari_rl.envs import game_id
-    from atari_rl.evaluation import STICKY_ACTION_PROB, EvalProtocol, evaluate, format_result
+    from atari_rl.evaluation import EvalProtocol, evaluate, format_result
     from atari_rl.policy import RandomPolicy, action_names, load_policy
 
-    _pretrained(args, "evaluation-random.json" if args.policy == "random" else "evaluation.json")
-    protocol = EvalProtocol(
-        games=args.games, num_envs=args.num_envs, seed=args.seed, greedy=args.greedy,
-        epsilon=args.epsilon, noop_max=args.noop_max,
-        sticky_action_prob=STICKY_ACTION_PROB if args.sticky else 0.0,
-        max_frames_per_game=args.max_frames)
-    _usage(protocol.validate)
     random = args.policy == "random"
+    filename = RANDOM_EVALUATION_FILE if random else EVALUATION_FILE
+    _pretrained(args, filename)
+    protocol = _protocol(args, EvalProtocol())
+    _usage(protocol.validate)
     if args.game and args.target is not None:
         raise UsageError("--game applies only to --policy random without a run: the run's "
                          "game is used")
@@ -380,7 +424,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         game = actor.game
     out = args.out
     if out is None and args.target is not None:
-        out = _beside(args.target, "evaluation-random.json" if random else "evaluation.json")
+        out = _beside(args.target, filename)
     print(f"evaluating the {args.policy} policy on {game}: {protocol.games} games over "
           f"{protocol.envs_used} envs", file=sys.stderr)
     if args.env_threads < 0:
@@ -396,23 +440,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from atari_rl.checkpoints import write_json
-    from atari_rl.evaluation import STICKY_ACTION_PROB
     from atari_rl.media import RecordSettings, record
     from atari_rl.policy import load_policy
 
-    _pretrained(args, "video.mp4")
-    settings = RecordSettings(
-        games=args.games, seed=args.seed, greedy=args.greedy, epsilon=args.epsilon,
-        noop_max=args.noop_max, sticky_action_prob=STICKY_ACTION_PROB if args.sticky else 0.0,
-        max_frames_per_game=args.max_frames, scale=args.scale)
+    _pretrained(args, VIDEO_FILE)
+    settings = RecordSettings(_protocol(args, RecordSettings().protocol), scale=args.scale)
     _usage(settings.validate)
     if args.out is not None and args.out.suffix != ".mp4":
         raise UsageError(f"--out must name an .mp4 file, not {args.out}")
     policy = _usage(load_policy, args.target)
     policy.epsilon = args.epsilon
-    video = args.out or _beside(args.target, "video.mp4")
+    video = args.out or _beside(args.target, VIDEO_FILE)
     gif = video.with_suffix(".gif") if args.gif else None
-    print(f"recording {settings.games} game(s) of {policy.game} into {video}", file=sys.stderr)
+    print(f"recording {settings.protocol.games} game(s) of {policy.game} into {video}",
+          file=sys.stderr)
     info = record(policy, policy.game, video, settings, gif)
     write_json(video.with_suffix(".json"), {"source": str(args.target), **info})
     scores = ", ".join(f"{g['score']:g}" for g in info["games"])
@@ -423,7 +464,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from atari_rl.report import REPORT_FILE, load_runs, write_report
+    from atari_rl.report import load_runs, write_report
     from atari_rl.study_stats import is_study_dir
 
     _pretrained(args, REPORT_FILE)
@@ -454,7 +495,7 @@ def _usage(function: Any, *args: Any) -> Any:
 
 def _target_game(target: Path) -> str:
     """The game of a run directory or a policy file, without needing the run's policy."""
-    from atari_rl.checkpoints import CONFIG_FILE, is_run_dir, read_json
+    from atari_rl.checkpoints import is_run_dir, read_json
     from atari_rl.envs import game_id
     from atari_rl.policy import load_policy
 
@@ -466,7 +507,7 @@ def _target_game(target: Path) -> str:
 def _beside(target: Path, name: str) -> Path:
     """Output next to what was played: inside a run directory, beside a checkpoint directory
     (never inside it: old checkpoints are pruned) or beside a policy file."""
-    from atari_rl.checkpoints import CHECKPOINT_TENSORS, is_run_dir
+    from atari_rl.checkpoints import is_run_dir
 
     if is_run_dir(target):
         return target / name

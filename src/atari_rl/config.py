@@ -26,8 +26,8 @@ class RunConfig:
     steps: int = 10_000_000  # agent steps (one action in every env counts num_envs)
     seed: int = 0
     num_envs: int = 16
-    env_threads: int = 0  # emulator threads; 0: one per core
-    torch_threads: int = 0  # learner threads; 0: one per core
+    env_threads: int = 0  # emulator threads; 0: one per core that is free at the start
+    torch_threads: int = 0  # learner threads; 0: one per free core, counted every 5 s
     device: str = "auto"  # auto: CUDA when present, else the CPU
     noop_max: int = 30
     life_loss_ends_episode: bool = True

@@ -39,7 +39,11 @@ class Actor(Protocol):
 
 @dataclass(frozen=True)
 class EvalProtocol:
-    """Everything that decides an evaluation's result; saved next to the scores."""
+    """Everything that decides an evaluation's result; saved next to the scores.
+
+    `record` plays its games under it too (`media.RecordSettings`), so that a video shows
+    the agent that evaluation scores; the defaults here are the command line's.
+    """
 
     games: int = 100
     num_envs: int = 8

@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from atari_rl.algorithms import PROBABILITIES
 from atari_rl.envs import FIRE, FRAME_SHAPE, FRAMESKIP, game_id, needs_fire
-from atari_rl.evaluation import MAX_FRAMES_PER_GAME
+from atari_rl.evaluation import MAX_FRAMES_PER_GAME, EvalProtocol
 from atari_rl.policy import one_torch_thread
 
 SCREEN_FPS = 60  # one video frame per emulator frame
@@ -296,29 +296,19 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 @dataclass(frozen=True)
 class RecordSettings:
-    """How the recorded games are played: the evaluation protocol, one env."""
+    """How the recorded games are played (the evaluation protocol) and drawn.
 
-    games: int = 1
-    seed: int = 0
-    greedy: bool = False
-    epsilon: float = 0.01
-    noop_max: int = 30
-    sticky_action_prob: float = 0.0
-    max_frames_per_game: int = MAX_FRAMES_PER_GAME
-    scale: int = 2
+    The games are played one after another on one emulator, whatever the protocol's num_envs.
+    """
+
+    protocol: EvalProtocol = EvalProtocol(games=1, num_envs=1)  # one game, unless asked
+    scale: int = 2  # the screen's upscaling, 1 to 4
 
     def validate(self) -> None:
-        checks = [
-            (self.games >= 1, "--games must be at least 1"),
-            (1 <= self.scale <= 4, "--scale must be 1, 2, 3 or 4"),
-            (0.0 <= self.epsilon <= 1.0, "--epsilon must be in [0, 1]"),
-            (self.noop_max >= 0, "--noop-max must be 0 or more"),
-            (self.max_frames_per_game >= FRAMESKIP,
-             f"--max-frames must be at least {FRAMESKIP} (one agent step)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        """Raise ValueError with one line naming the bad value."""
+        self.protocol.validate()
+        if not 1 <= self.scale <= 4:
+            raise ValueError("--scale must be 1, 2, 3 or 4")
 
 
 class _Mp4Writer:
@@ -380,19 +370,20 @@ def mp4_to_gif(mp4: Path, gif: Path) -> None:
 
 def record(actor: Actor, game: str, video_path: Path, settings: RecordSettings,
            gif_path: Path | None = None) -> dict[str, Any]:
-    """Play `settings.games` whole games into an MP4 (and a GIF); returns what was recorded."""
+    """Play the protocol's games whole into an MP4 (and a GIF); returns what was recorded."""
     settings.validate()
+    protocol = settings.protocol
     canvas = Canvas(actor.action_names, actor.values_label, settings.scale)
     writer = _Mp4Writer(video_path, canvas.size, SCREEN_FPS)
-    env = ScreenGame(game, seed=settings.seed, noop_max=settings.noop_max,
-                     sticky_action_prob=settings.sticky_action_prob,
-                     max_frames=settings.max_frames_per_game,
+    env = ScreenGame(game, seed=protocol.seed, noop_max=protocol.noop_max,
+                     sticky_action_prob=protocol.sticky_action_prob,
+                     max_frames=protocol.max_frames_per_game,
                      on_frame=lambda screen: writer.write(canvas.frame(screen)))
     title = f"{game.replace('_', ' ').upper()} · {actor.algo.upper()}"
     try:
         with one_torch_thread():
-            played = [_play_game(actor, env, canvas, settings, title, number)
-                      for number in range(1, settings.games + 1)]
+            played = [_play_game(actor, env, canvas, protocol, title, number)
+                      for number in range(1, protocol.games + 1)]
         writer.finish()
     except BaseException:
         writer.abandon()
@@ -403,6 +394,8 @@ def record(actor: Actor, game: str, video_path: Path, settings: RecordSettings,
         except BaseException:
             video_path.unlink(missing_ok=True)
             raise
+    played_as = asdict(protocol)
+    del played_as["num_envs"]  # one emulator, whatever the protocol says
     return {
         "video": video_path.name,
         "frames": writer.frames,
@@ -417,23 +410,23 @@ def record(actor: Actor, game: str, video_path: Path, settings: RecordSettings,
         "algo": actor.algo,
         "values": actor.values_label,
         "games": played,
-        "settings": {**asdict(settings),
-                     "epsilon": 0.0 if settings.greedy else settings.epsilon},
+        "settings": {**played_as, "scale": settings.scale,
+                     "epsilon": 0.0 if protocol.greedy else protocol.epsilon},
     }
 
 
-def _play_game(actor: Actor, env: ScreenGame, canvas: Canvas, settings: RecordSettings,
+def _play_game(actor: Actor, env: ScreenGame, canvas: Canvas, protocol: EvalProtocol,
                title: str, number: int) -> dict[str, Any]:
     score, steps = 0.0, 0
-    canvas.draw_panel(PanelState(title, 0, env.lives, number, settings.games, 0, None, None,
+    canvas.draw_panel(PanelState(title, 0, env.lives, number, protocol.games, 0, None, None,
                                  note="no-op start"))
     obs = env.reset()
     while True:
         batch = obs[None]
-        action = int(actor.act(batch, greedy=settings.greedy)[0])
+        action = int(actor.act(batch, greedy=protocol.greedy)[0])
         values = actor.action_values(batch)[0]
         forced = env.fire_next
-        canvas.draw_panel(PanelState(title, score, env.lives, number, settings.games,
+        canvas.draw_panel(PanelState(title, score, env.lives, number, protocol.games,
                                      env.frames, values, FIRE if forced else action,
                                      note="FIRE after life loss" if forced else ""))
         result = env.step(action)

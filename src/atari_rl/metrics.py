@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from atari_rl.checkpoints import atomic_write
 from atari_rl.envs import Episode
+from atari_rl.run_files import EVENTS_FILE, GAMES_FILE, METRICS_FILE, TENSORBOARD_DIR
 
 GAMES_COLUMNS = ["step", "env_id", "score", "length"]
 EVENTS_COLUMNS = ["step", "kind", "reaction", "detail"]
@@ -84,9 +85,9 @@ class MetricsLogger:
         self.run_dir = run_dir
         self.log_every = log_every
         self.scores = ScoreBoard()
-        self._tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step)
-        self._games_file = _CsvFile(run_dir / "games.csv", GAMES_COLUMNS)
-        self._metrics_path = run_dir / "metrics.csv"
+        self._tensorboard = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=start_step)
+        self._games_file = _CsvFile(run_dir / GAMES_FILE, GAMES_COLUMNS)
+        self._metrics_path = run_dir / METRICS_FILE
         self._metrics_file = None
         self._columns: list[str] = []
         self._sums: dict[str, float] = {}
@@ -105,7 +106,7 @@ class MetricsLogger:
 
     def event(self, step: int, kind: str, reaction: str, detail: str) -> None:
         """A sign of collapse and what was done about it: events.csv, TensorBoard, stderr."""
-        events = _CsvFile(self.run_dir / "events.csv", EVENTS_COLUMNS)
+        events = _CsvFile(self.run_dir / EVENTS_FILE, EVENTS_COLUMNS)
         events.writerow([step, kind, reaction, detail])
         events.close()
         self._tensorboard.add_text("cliff", f"{kind} ({reaction}): {detail}", step)
@@ -170,7 +171,7 @@ class MetricsLogger:
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
     """Drop the rows a killed run wrote after its last checkpoint, before resuming it."""
-    for name in ("metrics.csv", "games.csv", "events.csv"):
+    for name in (METRICS_FILE, GAMES_FILE, EVENTS_FILE):
         path = run_dir / name
         if not path.is_file():
             continue

@@ -6,7 +6,6 @@ is 28 KB as bytes and 113 KB as float32, and the copies add up at thousands of s
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -128,6 +127,6 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def configure_cpu_threads(threads: int = 0) -> None:
-    """Torch intra-op threads; 0 means one per core (the emulators run between updates)."""
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+def configure_cpu_threads(threads: int) -> None:
+    """Torch intra-op threads (the emulators run between updates, so they share cores)."""
+    torch.set_num_threads(max(threads, 1))

@@ -20,13 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from atari_rl.checkpoints import CONFIG_FILE, atomic_write, is_run_dir, read_json
+from atari_rl.checkpoints import atomic_write, is_run_dir, read_json
 from atari_rl.policy import action_names, uniform_entropy
+from atari_rl.run_files import CONFIG_FILE, EVENTS_FILE, GAMES_FILE, METRICS_FILE
 
-METRICS_FILE = "metrics.csv"
-GAMES_FILE = "games.csv"
-EVENTS_FILE = "events.csv"
-FIGURES_DIR = "figures"
 X_AXES = ("steps", "games")
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
           "#17becf", "#bcbd22", "#7f7f7f"]

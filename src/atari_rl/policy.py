@@ -22,17 +22,16 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from atari_rl.algorithms import PROBABILITIES, algorithms
-from atari_rl.checkpoints import (
+from atari_rl.checkpoints import is_run_dir, read_json
+from atari_rl.envs import game_id
+from atari_rl.networks import FIRST_CONV
+from atari_rl.run_files import (
     CHECKPOINT_DIR,
     CHECKPOINT_STATE,
     CHECKPOINT_TENSORS,
     CONFIG_FILE,
     FINAL_POLICY,
-    is_run_dir,
-    read_json,
 )
-from atari_rl.envs import game_id
-from atari_rl.networks import FIRST_CONV
 
 EVAL_EPSILON = 0.01  # the Nature DQN evaluation protocol's epsilon
 PRETRAINED_ROOT = Path(__file__).resolve().parents[2] / "pretrained"  # in a clone of the repo

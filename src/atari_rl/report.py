@@ -18,13 +18,17 @@ from typing import Any
 
 from atari_rl.checkpoints import atomic_write, read_json
 from atari_rl.plots import RunData, label_runs, load_run, render_figures
+from atari_rl.run_files import (
+    CONFIG_FILE,
+    EVALUATION_FILE,
+    GAMES_FILE,
+    GIF_FILE,
+    METRICS_FILE,
+    RANDOM_EVALUATION_FILE,
+    VIDEO_FILE,
+    VIDEO_INFO_FILE,
+)
 
-EVALUATION_FILE = "evaluation.json"
-RANDOM_EVALUATION_FILE = "evaluation-random.json"
-VIDEO_FILE = "video.mp4"
-VIDEO_INFO_FILE = "video.json"
-GIF_FILE = "video.gif"
-REPORT_FILE = "report.html"
 STATS = ("mean", "median", "std", "min", "max")
 
 STYLE = """
@@ -100,7 +104,7 @@ def _run_section(run: RunData, with_figures: bool, x: str) -> str:
              "<h3>Evaluation</h3>", _evaluation(run), "<h3>Video</h3>", _video(run)]
     if with_figures:
         parts += ["<h3>Training</h3>", _figures(render_figures([run], x))]
-    parts += ["<details><summary>Configuration (config.json)</summary>",
+    parts += [f"<details><summary>Configuration ({CONFIG_FILE})</summary>",
               _table(["setting", "value"], [[k, v] for k, v in run.config.items()]),
               "</details></section>"]
     return "\n".join(parts)
@@ -174,7 +178,7 @@ def _video(run: RunData) -> str:
 
 def _figures(figures: dict[str, bytes]) -> str:
     if not figures:
-        return _hint("No metrics.csv or games.csv rows yet.")
+        return _hint(f"No {METRICS_FILE} or {GAMES_FILE} rows yet.")
     return "\n".join(
         f'<img alt="{_e(name.removesuffix(".png"))}" '
         f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from atari_rl.plots import COLORS, FIGURES_DIR, save_pngs
+from atari_rl.plots import COLORS, save_pngs
+from atari_rl.run_files import FIGURES_DIR
 from atari_rl.study_stats import (
     CONFIDENCE,
     ESTIMATES,

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from atari_rl.checkpoints import atomic_write
-from atari_rl.report import READY_SCRIPT, REPORT_FILE, STYLE, _e, _figures, _hint, _table
+from atari_rl.report import READY_SCRIPT, STYLE, _e, _figures, _hint, _table
+from atari_rl.run_files import REPORT_FILE
 from atari_rl.study_plots import render_study_figures
 from atari_rl.study_stats import (
     CONFIDENCE,

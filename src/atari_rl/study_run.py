@@ -41,18 +41,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from atari_rl.checkpoints import (
-    CHECKPOINT_DIR,
-    FINAL_POLICY,
-    atomic_write,
-    list_checkpoints,
-    read_json,
-    write_json,
-)
+from atari_rl.checkpoints import atomic_write, list_checkpoints, read_json, write_json
 from atari_rl.metrics import format_duration
-from atari_rl.report import EVALUATION_FILE
+from atari_rl.run_files import (
+    CHECKPOINT_DIR,
+    EVALUATION_FILE,
+    FINAL_POLICY,
+    METRICS_FILE,
+    TRIAL_FILE,
+)
 from atari_rl.study import StudySpec, Trial, spec_from_dict
-from atari_rl.study_stats import RUNS_DIR, STUDY_FILE, TRIAL_FILE
+from atari_rl.study_stats import RUNS_DIR, STUDY_FILE
 
 LOGS_DIR = "logs"  # one log per trial, beside runs/: a run directory holds only what a run writes
 TUNE_DIR = ".tune"  # Tune's own experiment state
@@ -345,7 +344,7 @@ def _die_with_parent() -> None:
 
 def _last_metrics(run_dir: Path) -> dict[str, float]:
     """The last row of metrics.csv: steps, speed and scores, for the progress lines."""
-    path = run_dir / "metrics.csv"
+    path = run_dir / METRICS_FILE
     try:
         with path.open("rb") as handle:
             header = handle.readline().decode().strip().split(",")
@@ -485,7 +484,7 @@ def run_study(spec: StudySpec, study_dir: Path, address: str | None = None,
     failed = [t.run for t in trials if trial_status(study_dir, t.run) != "finished"]
     if failed:
         write(f"{len(failed)} of {len(trials)} trials did not finish ({', '.join(failed)}): "
-              f"their errors are above and in trial.json; run the same command again to "
+              f"their errors are above and in {TRIAL_FILE}; run the same command again to "
               f"retry them")
         return SOME_FAILED
     write(f"all {len(trials)} trials finished: atari-rl report {study_dir}")

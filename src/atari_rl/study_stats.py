@@ -27,12 +27,11 @@ from typing import Any
 import numpy as np
 
 from atari_rl.checkpoints import read_json, write_json
-from atari_rl.plots import GAMES_FILE, game_series, read_csv
-from atari_rl.report import EVALUATION_FILE
+from atari_rl.plots import game_series, read_csv
+from atari_rl.run_files import EVALUATION_FILE, GAMES_FILE, TRIAL_FILE
 from atari_rl.study import STUDY_FILE
 
 RUNS_DIR = "runs"
-TRIAL_FILE = "trial.json"
 AGGREGATE_FILE = "aggregate.json"
 AGGREGATE_FORMAT = 1
 STATUSES = ("finished", "failed", "pending")

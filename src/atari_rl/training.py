@@ -25,8 +25,6 @@ import torch
 
 from atari_rl.algorithms import get
 from atari_rl.checkpoints import (
-    CONFIG_FILE,
-    FINAL_POLICY,
     CheckpointError,
     best_checkpoint,
     list_checkpoints,
@@ -37,9 +35,11 @@ from atari_rl.checkpoints import (
 )
 from atari_rl.cliff import CliffConfig, CliffDetector, CliffEvent
 from atari_rl.config import RunConfig
+from atari_rl.cores import ThreadGovernor, measure_free_cores
 from atari_rl.envs import AtariPipeline, Step
 from atari_rl.metrics import MetricsLogger, Progress, truncate_metrics
 from atari_rl.networks import configure_cpu_threads, pick_device
+from atari_rl.run_files import CONFIG_FILE, FINAL_POLICY
 
 
 class Agent(Protocol):
@@ -124,98 +124,147 @@ class _StopSignals:
         self.received = number
 
 
-def train(config: RunConfig, run_dir: Path, env: AtariPipeline,
-          resume: bool = False) -> dict[str, float]:
-    """Train in a run directory (a new one, or one to resume); returns the final scores."""
-    configure_cpu_threads(config.torch_threads)
-    torch.manual_seed(config.seed)
-    device = pick_device(config.device)
-    agent = make_agent(config, env.num_actions, device)
-    agent_step, segment, saved_metrics = 0, 0, None
-    detector = CliffDetector(CliffConfig(), env.num_actions, get(config.algo).cliff)
-    if resume:
-        tensors, state = load_checkpoint(latest_checkpoint(run_dir))
+class _Run:
+    """A run in progress: the agent, its games, its logs and the counters a checkpoint saves.
+
+    Split by phase, as Dopamine's runner is: start or resume, checkpoint, react to a cliff,
+    restart the games; `train` is the loop that calls them.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: Path, env: AtariPipeline, resume: bool):
+        # --torch-threads 0: the free cores, counted again every few seconds (cores.py)
+        self.governor = None
+        if config.torch_threads == 0:
+            self.governor = ThreadGovernor(set_threads=torch.set_num_threads,
+                                           threads=measure_free_cores())
+        configure_cpu_threads(config.torch_threads or self.governor.threads)
+        torch.manual_seed(config.seed)
+        self.config, self.run_dir, self.env = config, run_dir, env
+        self.agent = make_agent(config, env.num_actions, pick_device(config.device))
+        self.detector = CliffDetector(CliffConfig(), env.num_actions, get(config.algo).cliff)
+        self.step = 0  # agent steps, over all envs
+        self.segment = 0  # how many times the games were restarted: their seed
+        saved_metrics = self.resume() if resume else None
+        write_json(run_dir / CONFIG_FILE, dataclasses.asdict(config))
+        self.logger = MetricsLogger(run_dir, config.log_every, start_step=self.step)
+        if saved_metrics is not None:
+            self.logger.load_state_dict(saved_metrics)
+        self.progress = Progress(config.steps, initial=self.step)
+        every = config.checkpoint_every
+        self.next_checkpoint = (self.step // every + 1) * every
+
+    def resume(self) -> dict[str, Any]:
+        """Take back the last checkpoint's agent, detector and counters, and drop the rows a
+        killed run logged after it (before the logger opens the files); returns the
+        logger's saved state."""
+        tensors, state = load_checkpoint(latest_checkpoint(self.run_dir))
+        config = self.config
         if (state["algo"], state["game"]) != (config.algo, config.game):
             raise CheckpointError(f"the checkpoint is of {state['algo']} on {state['game']}, "
                                   f"the run of {config.algo} on {config.game}: it is not "
                                   f"this run's")
-        agent.load_state(tensors, state["agent"])
-        agent.lr_scale = state["lr_scale"]
-        detector.load_state_dict(state["cliff"])
-        agent_step, segment, saved_metrics = state["step"], state["segment"], state["metrics"]
-        truncate_metrics(run_dir, agent_step)
-    write_json(run_dir / CONFIG_FILE, dataclasses.asdict(config))
-    logger = MetricsLogger(run_dir, config.log_every, start_step=agent_step)
-    if saved_metrics is not None:
-        logger.load_state_dict(saved_metrics)
-    progress = Progress(config.steps, initial=agent_step)
+        self.agent.load_state(tensors, state["agent"])
+        self.agent.lr_scale = state["lr_scale"]
+        self.detector.load_state_dict(state["cliff"])
+        self.step, self.segment = state["step"], state["segment"]
+        truncate_metrics(self.run_dir, self.step)
+        return state["metrics"]
 
-    def checkpoint(reason: str) -> None:
-        logger.flush_row(agent_step)
-        tensors, agent_meta = agent.state()
-        state = {"algo": config.algo, "game": config.game, "reason": reason,
-                 "segment": segment + 1, "metrics": logger.state_dict(), "agent": agent_meta,
-                 "lr_scale": agent.lr_scale, "cliff": detector.state_dict()}
-        save_checkpoint(run_dir, agent_step, tensors, state, config.keep_checkpoints,
-                        logger.scores.mean100)
+    def restart_games(self) -> np.ndarray:
+        """New games, seeded by the segment; returns their first stacks."""
+        obs = self.env.reset(seed=segment_seed(self.config, self.segment))
+        self.agent.start(obs)
+        return obs
 
-    def react(event: CliffEvent) -> None:
-        reaction = config.on_cliff
-        best = best_checkpoint(run_dir)
+    def checkpoint(self, reason: str) -> None:
+        """Save everything a resumed run needs; it will play the next segment's games."""
+        self.logger.flush_row(self.step)
+        tensors, agent_meta = self.agent.state()
+        state = {"algo": self.config.algo, "game": self.config.game, "reason": reason,
+                 "segment": self.segment + 1, "metrics": self.logger.state_dict(),
+                 "agent": agent_meta, "lr_scale": self.agent.lr_scale,
+                 "cliff": self.detector.state_dict()}
+        save_checkpoint(self.run_dir, self.step, tensors, state, self.config.keep_checkpoints,
+                        self.logger.scores.mean100)
+
+    def interval_checkpoint(self, obs: np.ndarray) -> np.ndarray:
+        """The periodic checkpoint; with exact_resume the games then restart, as a resumed
+        run's would. Returns the stacks to play on."""
+        self.checkpoint("interval")
+        self.next_checkpoint += self.config.checkpoint_every
+        if not self.config.exact_resume:
+            return obs
+        self.segment += 1
+        return self.restart_games()
+
+    def learned(self, stats: dict[str, float]) -> None:
+        """Log an update's statistics and watch them, with the scores, for a cliff."""
+        if self.governor is not None:
+            self.governor.poll()
+            stats = {**stats, "torch_threads": float(self.governor.threads)}
+        self.logger.update(self.step, stats)
+        self.progress.update(self.step, self.logger.scores)
+        scores = self.logger.scores
+        event = self.detector.check(self.step, stats, scores.mean100, scores.mean20,
+                                    scores.best_mean100, games=scores.games)
+        if event is not None:
+            self.react(event)
+
+    def react(self, event: CliffEvent) -> None:
+        """Do what config.on_cliff says about a sign of collapse; CliffStopped to stop."""
+        reaction = self.config.on_cliff
+        best = best_checkpoint(self.run_dir)
         if reaction == "rollback" and best is None:
             reaction = "warn"  # no checkpoint yet to go back to
         if reaction == "warn" and event.kind == "non_finite":
             reaction = "stop"  # a network with NaN weights cannot act: nothing to warn about
-        logger.event(agent_step, event.kind, reaction, event.detail)
+        self.logger.event(self.step, event.kind, reaction, event.detail)
         if reaction == "stop":
-            checkpoint("cliff")
+            self.checkpoint("cliff")
             raise CliffStopped(event)
         if reaction == "rollback":
             tensors, state = load_checkpoint(best)
-            agent.load_state(tensors, state["agent"])
-            agent.lr_scale *= config.cliff_lr_factor
-            detector.reset()
+            self.agent.load_state(tensors, state["agent"])
+            self.agent.lr_scale *= self.config.cliff_lr_factor
+            self.detector.reset()
 
-    def restart_games() -> np.ndarray:
-        obs = env.reset(seed=segment_seed(config, segment))
-        agent.start(obs)
-        return obs
+    def close(self) -> None:
+        self.progress.close(self.logger.scores)
+        self.logger.close(self.step)
 
-    next_checkpoint = (agent_step // config.checkpoint_every + 1) * config.checkpoint_every
-    obs = restart_games()
+    def finish(self) -> dict[str, float]:
+        """Write the final policy; returns the final scores."""
+        save_tensors(self.run_dir / FINAL_POLICY, self.agent.network.state_dict(),
+                     policy_metadata(self.config, self.env.num_actions))
+        scores = self.logger.scores
+        return {"agent_steps": self.step, "games": scores.games,
+                "score_mean100": scores.mean100, "score_mean20": scores.mean20,
+                "best_score": scores.best}
+
+
+def train(config: RunConfig, run_dir: Path, env: AtariPipeline,
+          resume: bool = False) -> dict[str, float]:
+    """Train in a run directory (a new one, or one to resume); returns the final scores."""
+    run = _Run(config, run_dir, env, resume)
+    obs = run.restart_games()
     try:
         with _StopSignals() as stop:
-            while agent_step < config.steps:
-                actions = agent.act(obs, agent_step)
+            while run.step < config.steps:
+                actions = run.agent.act(obs, run.step)
                 step = env.step(actions)
-                agent_step += env.num_envs
-                stats = agent.observe(obs, step, agent_step)
+                run.step += env.num_envs
+                stats = run.agent.observe(obs, step, run.step)
                 obs = step.obs
-                logger.games(agent_step, step.games)
+                run.logger.games(run.step, step.games)
                 if stop.received is not None:
-                    checkpoint("signal")
-                    raise TrainingStopped(stop.received, agent_step)
+                    run.checkpoint("signal")
+                    raise TrainingStopped(stop.received, run.step)
                 if stats is None:
                     continue
-                logger.update(agent_step, stats)
-                progress.update(agent_step, logger.scores)
-                scores = logger.scores
-                event = detector.check(agent_step, stats, scores.mean100, scores.mean20,
-                                       scores.best_mean100, games=scores.games)
-                if event is not None:
-                    react(event)
-                if agent_step >= next_checkpoint and agent_step < config.steps:
-                    checkpoint("interval")
-                    next_checkpoint += config.checkpoint_every
-                    if config.exact_resume:
-                        segment += 1
-                        obs = restart_games()
-            checkpoint("end")
+                run.learned(stats)
+                if run.step >= run.next_checkpoint and run.step < config.steps:
+                    obs = run.interval_checkpoint(obs)
+            run.checkpoint("end")
     finally:
-        progress.close(logger.scores)
-        logger.close(agent_step)
-    save_tensors(run_dir / FINAL_POLICY, agent.network.state_dict(),
-                 policy_metadata(config, env.num_actions))
-    scores = logger.scores
-    return {"agent_steps": agent_step, "games": scores.games, "score_mean100": scores.mean100,
-            "score_mean20": scores.mean20, "best_score": scores.best}
+        run.close()
+    return run.finish()
