@@ -60,7 +60,7 @@ def learn_and_evaluate(preset: str, steps: int, games: int, options: tuple[str, 
     reached = int(checkpoints[-1].name.split("-")[1]) if checkpoints else steps
     out = run_dir / EVALUATION_FILE
     subprocess.run([sys.executable, "-m", "atari_rl.cli", "evaluate", str(target),
-                    "--games", str(games), "--out", str(out)], check=True)
+                    "--protocols", "epsilon", "--games", str(games), "--out", str(out)], check=True)
     result = json.loads(out.read_text())
     return {"learning_steps": reached, "train_hours": round(hours, 3), "run_dir": str(run_dir),
             "eval_games": games, "eval_mean": result["mean"], "eval_std": result["std"],

@@ -1,5 +1,6 @@
-"""The shipped agent over 100 whole games, against random play, under `atari-rl evaluate`'s
-protocol (all lives, up to 30 no-op starts, raw scores, epsilon 0.01, 108,000-frame cap).
+"""A shipped agent over 100 whole games under each of `atari-rl evaluate`'s protocols side
+by side (epsilon 0.01, greedy, sticky actions 0.25; all lives, up to 30 no-op starts, raw
+scores, 108,000-frame cap), against random play.
 
     python benchmarks/pretrained_eval.py [--name breakout-a2c] [--games 100]
 
@@ -24,9 +25,9 @@ def evaluate(name: str, games: int, policy: str) -> dict:
     subprocess.run([sys.executable, "-m", "atari_rl.cli", "evaluate", "--pretrained", name,
                     "--games", str(games), "--policy", policy, "--out", str(out)], check=True)
     result = json.loads(out.read_text())
-    return {"mean": result["mean"], "std": result["std"], "median": result["median"],
-            "min": result["min"], "max": result["max"],
-            "seconds": round(time.perf_counter() - start, 1)}
+    return {"seconds": round(time.perf_counter() - start, 1), **{
+        name: {key: played[key] for key in ("mean", "std", "median", "min", "max")}
+        for name, played in result["protocols"].items()}}
 
 
 def main() -> None:

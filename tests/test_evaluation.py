@@ -126,9 +126,26 @@ def test_evaluate_plays_exactly_n_games_and_saves_their_statistics(run_copy, cap
     assert protocol["max_frames_per_game"] == 2000 and protocol["noop_max"] == 30
     assert protocol["sticky_action_prob"] == 0.0 and protocol["fire_after_life_loss"]
     assert all(length <= 2000 / 4 for length in result["lengths"])
+    # By default the three protocols are played and printed side by side, one row each.
+    assert list(result["protocols"]) == ["epsilon", "greedy", "sticky"]
+    assert result["protocols"]["epsilon"]["scores"] == scores  # the headline is the first
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    for name, played in result["protocols"].items():
+        assert played["games"] == 3
+        assert f"{played['mean']:.1f}" in rows[name]
+    assert result["protocols"]["greedy"]["protocol"]["greedy"]
+    assert result["protocols"]["sticky"]["protocol"]["sticky_action_prob"] == 0.25
+
+
+def test_one_protocol_prints_every_score(run_copy, capsys):
+    run = run_copy()
+    assert main(["evaluate", str(run), "--games", "2", "--num-envs", "2", "--max-frames",
+                 "1000", "--greedy"]) == 0
+    result = json.loads((run / EVALUATION_FILE).read_text())
+    assert list(result["protocols"]) == ["greedy"]
     out = capsys.readouterr().out
     assert f"mean {result['mean']:.2f}" in out
-    assert "scores: " + " ".join(f"{s:g}" for s in scores) in out
+    assert "scores: " + " ".join(f"{s:g}" for s in result["scores"]) in out
 
 
 def test_random_baseline_is_saved_separately_and_is_seeded(run_copy):
@@ -200,3 +217,12 @@ def _write(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def test_an_unknown_protocol_is_one_line(run_copy, capsys):
+    run = run_copy()
+    assert main(["evaluate", str(run), "--protocols", "greedy,lazy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown protocol 'lazy'" in err and len(err.splitlines()) == 1
+    assert main(["evaluate", str(run), "--protocols", "greedy", "--sticky"]) == 2
+    assert "not both" in capsys.readouterr().err

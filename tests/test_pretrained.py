@@ -51,3 +51,37 @@ def test_evaluate_pretrained_writes_under_runs(tmp_path, monkeypatch, capsys):
     assert main(["evaluate", "--pretrained", NAME, "--games", "2", "--num-envs", "2",
                  "--max-frames", "2000"]) == 0
     assert (tmp_path / f"runs/pretrained-{NAME}/evaluation.json").is_file()
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+def test_shipped_files_hold_no_absolute_path_of_the_machine_they_were_made_on():
+    import json
+
+    for path in sorted(PRETRAINED_ROOT.glob("*/*.json")):
+        absolute = [s for s in _strings(json.loads(path.read_text())) if s.startswith("/")]
+        assert absolute == [], path
+
+
+def test_evaluate_records_what_it_played_without_an_absolute_path(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "evaluation.json"
+    assert main(["evaluate", "--pretrained", NAME, "--games", "1", "--num-envs", "1",
+                 "--max-frames", "400", "--protocols", "greedy,sticky", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["source"] == f"pretrained/{NAME}"
+    assert list(result["protocols"]) == ["greedy", "sticky"]
+    assert result["mean"] == result["protocols"]["greedy"]["mean"]  # the first is the headline
+    sticky = result["protocols"]["sticky"]["protocol"]
+    assert sticky["sticky_action_prob"] == 0.25 and sticky["actions"].startswith("epsilon")
+    assert len(result["protocols"]["sticky"]["scores"]) == 1

@@ -173,7 +173,7 @@ def _add_study_command(commands: Any) -> None:
 def _add_analysis_commands(commands: Any) -> None:
     """plot, evaluate, record, report: they read a run directory and never change its files.
     The defaults of evaluate and record are their dataclasses' (EvalProtocol, RecordSettings)."""
-    from atari_rl.evaluation import EvalProtocol
+    from atari_rl.evaluation import PROTOCOLS, SIDE_BY_SIDE, EvalProtocol
     from atari_rl.media import RecordSettings
 
     plot = commands.add_parser("plot", help="PNG figures of a run, of several runs overlaid, "
@@ -186,7 +186,8 @@ def _add_analysis_commands(commands: Any) -> None:
                            f"runs)")
 
     evaluate = commands.add_parser(
-        "evaluate", help="score a policy over N whole games under a stated protocol")
+        "evaluate", help="score a policy over N whole games under stated protocols, side by "
+                         "side")
     evaluate.add_argument("target", nargs="?", type=Path, metavar="RUN_DIR|CHECKPOINT")
     _add_pretrained_option(evaluate)
     protocol = EvalProtocol()
@@ -204,6 +205,10 @@ def _add_analysis_commands(commands: Any) -> None:
     evaluate.add_argument("--env-threads", type=int, default=0,
                           help="emulator threads (default 0: one per core); scores do not "
                                "depend on it")
+    evaluate.add_argument("--protocols", default=None, metavar="LIST",
+                          help=f"the ways of playing, side by side in one table, from "
+                               f"{', '.join(PROTOCOLS)} (default {','.join(SIDE_BY_SIDE)}; "
+                               f"--greedy or --sticky play only that one)")
     _add_play_options(evaluate, protocol)
 
     record = commands.add_parser(
@@ -284,6 +289,40 @@ def _add_play_options(parser: argparse.ArgumentParser, defaults: EvalProtocol) -
     group.add_argument("--max-frames", type=int, default=defaults.max_frames_per_game,
                        help=f"frame cap per game (default {defaults.max_frames_per_game:,}: "
                             f"{minutes:g} minutes of play)")
+
+
+def _protocol_names(args: argparse.Namespace, protocol: EvalProtocol, random: bool) -> list[str]:
+    """The protocols to play: --protocols, else the one --greedy/--sticky ask for, else the
+    three side by side (one for random play, which neither exploits nor explores)."""
+    from atari_rl.evaluation import PROTOCOLS, SIDE_BY_SIDE, protocol_name
+
+    if args.protocols is not None:
+        if args.greedy or args.sticky:
+            raise UsageError("give either --protocols or --greedy/--sticky, not both")
+        names = [name.strip() for name in args.protocols.split(",") if name.strip()]
+        unknown = [name for name in names if name not in PROTOCOLS]
+        if unknown or not names:
+            raise UsageError(f"--protocols: unknown protocol '{unknown[0] if unknown else ''}' "
+                             f"(choose from {', '.join(PROTOCOLS)})")
+        return list(dict.fromkeys(names))
+    if args.greedy or args.sticky or random:
+        return [protocol_name(protocol)]
+    return list(SIDE_BY_SIDE)
+
+
+def _source(args: argparse.Namespace) -> str:
+    """What was played, as written into evaluation.json and video.json: a shipped agent's
+    name or a path relative to where the command ran, never the absolute path of the
+    machine it ran on (shipped files travel)."""
+    if args.pretrained:
+        return f"pretrained/{args.pretrained}"
+    target = args.target
+    if target is None:
+        return ""
+    try:
+        return str(target.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return target.name
 
 
 def _protocol(args: argparse.Namespace, defaults: EvalProtocol) -> EvalProtocol:
@@ -403,7 +442,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from atari_rl.checkpoints import write_json
     from atari_rl.envs import game_id
-    from atari_rl.evaluation import EvalProtocol, evaluate, format_result
+    from atari_rl.evaluation import EvalProtocol, evaluate_protocols, format_result, format_table
     from atari_rl.policy import RandomPolicy, action_names, load_policy
 
     random = args.policy == "random"
@@ -411,6 +450,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _pretrained(args, filename)
     protocol = _protocol(args, EvalProtocol())
     _usage(protocol.validate)
+    names = _protocol_names(args, protocol, random)
     if args.game and args.target is not None:
         raise UsageError("--game applies only to --policy random without a run: the run's "
                          "game is used")
@@ -426,12 +466,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if out is None and args.target is not None:
         out = _beside(args.target, filename)
     print(f"evaluating the {args.policy} policy on {game}: {protocol.games} games over "
-          f"{protocol.envs_used} envs", file=sys.stderr)
+          f"{protocol.envs_used} envs, protocols {', '.join(names)}", file=sys.stderr)
     if args.env_threads < 0:
         raise UsageError("--env-threads must be 0 (one per core) or more")
-    result = evaluate(actor, game, protocol, args.env_threads)
-    result = {"policy": args.policy, "source": str(args.target or ""), **result}
-    print(format_result(result))
+    results = evaluate_protocols(actor, game, protocol, names, args.env_threads)
+    # The first protocol's numbers are the headline, at the top level, where every reader
+    # of evaluation.json finds them; all of them, every game's score included, under
+    # "protocols".
+    result = {"policy": args.policy, "source": _source(args),
+              **results[names[0]], "protocols": results}
+    print(format_result(results[names[0]]) if len(names) == 1 else format_table(results))
     if out is not None:
         write_json(out, result)
         print(f"saved {out}", file=sys.stderr)
@@ -455,7 +499,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     print(f"recording {settings.protocol.games} game(s) of {policy.game} into {video}",
           file=sys.stderr)
     info = record(policy, policy.game, video, settings, gif)
-    write_json(video.with_suffix(".json"), {"source": str(args.target), **info})
+    write_json(video.with_suffix(".json"), {"source": _source(args), **info})
     scores = ", ".join(f"{g['score']:g}" for g in info["games"])
     print(f"{video}: {info['frames']:,} frames at {info['fps']} fps, one per emulator frame; "
           f"scores {scores}" + (f"; {gif}: {info['gif_frames']:,} frames at "

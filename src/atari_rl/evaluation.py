@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -163,6 +163,48 @@ def evaluate(actor: Actor, game: str, protocol: EvalProtocol,
         "agent_steps": agent_steps,
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+# The ways of playing that `atari-rl evaluate` puts side by side: the same agent scores
+# differently under each, and a number means nothing without its protocol.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "epsilon": {"greedy": False, "sticky_action_prob": 0.0},  # Mnih et al. 2015: epsilon 0.01
+    "greedy": {"greedy": True, "sticky_action_prob": 0.0},  # always the best action
+    # Machado et al. 2018, and gymnasium's default for ALE/Breakout-v5: the previous action
+    # is repeated with probability 0.25, so a policy cannot replay a memorised sequence
+    "sticky": {"greedy": False, "sticky_action_prob": STICKY_ACTION_PROB},
+    "greedy-sticky": {"greedy": True, "sticky_action_prob": STICKY_ACTION_PROB},
+}
+SIDE_BY_SIDE = ("epsilon", "greedy", "sticky")  # what `evaluate` plays unless told otherwise
+
+
+def protocol_name(protocol: EvalProtocol) -> str:
+    """The name in PROTOCOLS of a protocol's way of playing."""
+    for name, settings in PROTOCOLS.items():
+        if all(getattr(protocol, key) == value for key, value in settings.items()):
+            return name
+    return "custom"
+
+
+def evaluate_protocols(actor: Actor, game: str, base: EvalProtocol, names: list[str],
+                       env_threads: int = 0) -> dict[str, dict[str, Any]]:
+    """Each named protocol played with the base's games, seed, no-ops and frame cap."""
+    return {name: evaluate(actor, game, replace(base, **PROTOCOLS[name]), env_threads)
+            for name in names}
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """One line per protocol, so that no greedy number is read as an epsilon one."""
+    header = (f"{'protocol':<14}{'actions':<30}{'sticky':>7}{'games':>7}{'mean':>9}"
+              f"{'median':>9}{'std':>8}{'min':>7}{'max':>7}")
+    lines = [header]
+    for name, result in results.items():
+        protocol = result["protocol"]
+        lines.append(f"{name:<14}{protocol['actions']:<30}"
+                     f"{protocol['sticky_action_prob']:>7g}{result['games']:>7}"
+                     f"{result['mean']:>9.1f}{result['median']:>9g}{result['std']:>8.1f}"
+                     f"{result['min']:>7g}{result['max']:>7g}")
+    return "\n".join(lines)
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -185,8 +185,8 @@ class _TrialRunner:
         return self._command(command, lock_fd, phase="training")
 
     def _evaluate(self, lock_fd: int) -> str | None:
-        return self._command(["evaluate", str(self.run_dir), "--games",
-                              str(self.trial.eval_games), "--seed", str(self.trial.seed),
+        return self._command(["evaluate", str(self.run_dir), "--protocols", "epsilon",
+                              "--games", str(self.trial.eval_games), "--seed", str(self.trial.seed),
                               "--env-threads", str(self.task.cpus)], lock_fd, phase="evaluating")
 
     def _command(self, args: list[str], lock_fd: int, phase: str) -> str | None:
