@@ -36,14 +36,14 @@ TINY_OVERRIDES = ("overrides = { num_envs = 2, compile = false, log_every = 100,
 
 
 def tiny_spec(path: Path, steps: int = 400, seeds: str = "[0, 1]", extra: str = "",
-              second: str = "") -> Path:
+              second: str = "", checkpoint_every: int = 200) -> Path:
     """A study TOML of two tiny A2C configurations (the second's overrides may be changed)."""
     path.write_text(f"""
 name = "tiny"
 steps = {steps}
 games = 1
 seeds = {seeds}
-checkpoint_every = 200
+checkpoint_every = {checkpoint_every}
 {extra}
 
 [[configurations]]
@@ -233,7 +233,7 @@ def test_a_failing_trial_does_not_stop_the_others(tmp_path):
 def test_a_killed_study_resumes_without_redoing_finished_trials(tmp_path, capsys):
     """SIGKILL to the whole study (Ray included) part-way; `atari-rl study STUDY_DIR`
     finishes it."""
-    spec = tiny_spec(tmp_path / "tiny.toml", steps=4000, seeds="[0]",
+    spec = tiny_spec(tmp_path / "tiny.toml", steps=8000, seeds="[0]", checkpoint_every=1000,
                      second=TINY_OVERRIDES.replace(" }", ", steps = 200 }"))
     out = tmp_path / "study"
     command = [sys.executable, "-m", "atari_rl.cli", "study", str(spec), "--out", str(out)]
@@ -262,7 +262,7 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(tmp_path, capsys
     assert f"train --resume {out.resolve() / RUNS_DIR / long_run}" in (
         out / LOGS_DIR / f"{long_run}.log").read_text()
     config = json.loads((out / RUNS_DIR / long_run / CONFIG_FILE).read_text())
-    assert config["steps"] == 4000 and trial_status(out, long_run) == "finished"
+    assert config["steps"] == 8000 and trial_status(out, long_run) == "finished"
 
 
 def kill_processes_of(study_dir: Path) -> None:
