@@ -19,7 +19,7 @@ from atari_rl.checkpoints import learner_state, load_learner_state
 from atari_rl.config import Preset, RunConfig, require
 from atari_rl.envs import Step
 from atari_rl.maths import a2c_loss, explained_variance, linear_schedule, nstep_returns
-from atari_rl.networks import ActorCritic, actor_critic_from, bf16_pays_off
+from atari_rl.networks import ActorCritic, actor_critic_from, bf16_autocast, bf16_pays_off
 from atari_rl.plots import POLICY_ENTROPY, STATE_VALUES, FigureSpec, Panel
 from atari_rl.rollout import EPISODE, Rollout, RolloutBatch
 
@@ -132,7 +132,8 @@ class A2CAgent:
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, agent_step: int) -> np.ndarray:
-        with self._autocast_context():  # the torso as in the update; the heads stay fp32
+        # the torso as in the update; the heads stay fp32
+        with bf16_autocast(self.device, self._autocast):
             logits, _ = self._forward(torch.from_numpy(obs).to(self.device))
         if self.config.action_selection == "argmax":
             actions = logits.argmax(dim=1)
@@ -158,7 +159,7 @@ class A2CAgent:
             group["lr"] = lr
         rows, envs = batch.actions.shape
         chunks = torch.from_numpy(batch.obs).to(self.device).flatten(0, 1).split(MAX_UPDATE_BATCH)
-        with self._autocast_context():
+        with bf16_autocast(self.device, self._autocast):
             with torch.no_grad():
                 _, last_values = self._forward(torch.from_numpy(next_obs).to(self.device))
             if len(chunks) == 1:  # every N-step rollout: one forward pass serves both uses
@@ -181,7 +182,7 @@ class A2CAgent:
             if len(chunks) == 1:
                 logits, values = outputs[0]
             else:
-                with self._autocast_context():
+                with bf16_autocast(self.device, self._autocast):
                     logits, values = self._forward(chunks[i])
             weight = int(mask.sum()) / total
             loss, stats = a2c_loss(logits, values, actions, chunk_returns, mask,
@@ -200,10 +201,6 @@ class A2CAgent:
             rollout_rows=float(rows),
         )
         return sums
-
-    def _autocast_context(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast)
-
 
 ALGORITHM = register(Algorithm(
     name="a2c",

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     from atari_rl.algorithms import algorithms
 
     parser = _Parser(prog="atari-rl", description="Deep RL agents that learn Atari games "
-                     "from pixels: A2C and Double DQN, fast on a CPU.")
+                     "from pixels: A2C, Double DQN and PPO, fast on a CPU.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train an agent, writing a run directory")
@@ -362,8 +362,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = args.run_dir or Path("runs") / f"{config.algo}-{config.game}-{stamp}"
         pick_device(config.device)
-        if args.resume is None and get(config.algo).check_machine is not None:
-            get(config.algo).check_machine(config)  # the replay memory fits, say
+        check_machine = get(config.algo).check_machine
+        if args.resume is None and check_machine is not None:
+            check_machine(config)  # the replay memory fits, say
         env = AtariPipeline(dataclasses.replace(  # --env-threads 0: the cores free now
             config.env_config(), num_threads=config.env_threads or measure_free_cores()))
         if args.resume is None:

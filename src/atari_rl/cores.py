@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -71,7 +72,8 @@ class ThreadGovernor:
     """
 
     every_s: float = 5.0
-    set_threads: object = None  # torch.set_num_threads, passed in to keep this module pure
+    # torch.set_num_threads, passed in so that this module needs no torch
+    set_threads: Callable[[int], None] | None = None
     threads: int = 0
     changes: list[tuple[float, int]] = field(default_factory=list)  # (time, threads) log
     _last: _Sample | None = None
@@ -91,6 +93,6 @@ class ThreadGovernor:
             return None
         self.threads = wanted
         self.changes.append((now, wanted))
-        if callable(self.set_threads):
+        if self.set_threads is not None:
             self.set_threads(wanted)
         return wanted

@@ -40,7 +40,7 @@ from atari_rl.checkpoints import (
 from atari_rl.config import Preset, RunConfig, require
 from atari_rl.envs import Step
 from atari_rl.maths import double_dqn_targets, linear_schedule
-from atari_rl.networks import QNetwork, bf16_pays_off, q_network_from
+from atari_rl.networks import QNetwork, bf16_autocast, bf16_pays_off, q_network_from
 from atari_rl.plots import FigureSpec, Panel
 from atari_rl.replay import Batch, ReplayMemory, check_capacity, check_fits
 
@@ -131,7 +131,7 @@ def epsilon(config: DQNConfig, agent_step: int) -> float:
 def q_values(network: torch.nn.Module, obs: torch.Tensor, bf16: bool = False) -> torch.Tensor:
     """Q-values [B, A] in fp32 of a `QNetwork`; with bf16 its torso runs under bf16 autocast
     (twice as fast on this CPU) while `QNetwork` keeps its heads in fp32."""
-    with torch.autocast(obs.device.type, dtype=torch.bfloat16, enabled=bf16):
+    with bf16_autocast(obs.device, bf16):
         return network(obs).float()
 
 

@@ -104,6 +104,12 @@ def q_network_from(tensors: dict[str, torch.Tensor]) -> tuple[nn.Module, int] | 
                     dueling="value.weight" in tensors), num_actions
 
 
+def bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bf16 autocast of a network's torso (its heads turn it off for themselves), the one
+    context every agent runs its forward passes in."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def bf16_pays_off(device: torch.device) -> bool:
     """bf16 autocast is worth it on a GPU, and on CPUs that compute bf16 natively
     (AVX-512 BF16 or AMX); elsewhere it is emulated and slower than fp32."""

@@ -26,7 +26,7 @@ from atari_rl.checkpoints import learner_state, load_learner_state
 from atari_rl.config import Preset, RunConfig, require
 from atari_rl.envs import Step
 from atari_rl.maths import explained_variance, gae_advantages, linear_schedule, ppo_loss
-from atari_rl.networks import ActorCritic, actor_critic_from, bf16_pays_off
+from atari_rl.networks import ActorCritic, actor_critic_from, bf16_autocast, bf16_pays_off
 from atari_rl.plots import POLICY_ENTROPY, STATE_VALUES, FigureSpec, Panel
 from atari_rl.rollout import Rollout, RolloutBatch
 
@@ -118,7 +118,7 @@ class PPOAgent:
     @torch.inference_mode()
     def act(self, obs: np.ndarray, agent_step: int) -> np.ndarray:
         """Draw from the policy; keep each action's log-probability and the state's value."""
-        with self._autocast_context():
+        with bf16_autocast(self.device, self._autocast):
             logits, values = self._forward(torch.from_numpy(obs).to(self.device))
         log_probs = torch.log_softmax(logits.float(), dim=1)
         actions = torch.multinomial(log_probs.exp(), 1, generator=self._sampling)
@@ -147,7 +147,7 @@ class PPOAgent:
         clip = config.clip_range
         if config.clip_schedule == "linear":
             clip = max(linear_schedule(clip, 0.0, progress), 1e-8)
-        with torch.inference_mode(), self._autocast_context():
+        with torch.inference_mode(), bf16_autocast(self.device, self._autocast):
             _, last_values = self._forward(torch.from_numpy(next_obs).to(self.device))
         values = np.concatenate([batch.extras["value"], last_values.float().cpu().numpy()[None]])
         advantages, returns = gae_advantages(batch.rewards, batch.terminated, batch.truncated,
@@ -168,7 +168,7 @@ class PPOAgent:
             order = torch.randperm(len(keep), generator=self._shuffling).to(self.device)
             for start in range(0, len(keep) - size + 1, size):  # a ragged tail waits a pass
                 index = order[start:start + size]
-                with self._autocast_context():
+                with bf16_autocast(self.device, self._autocast):
                     logits, new_values = self._forward(obs[index])
                 loss, stats = ppo_loss(logits, new_values, actions[index], old_log_probs[index],
                                        advantages_t[index], returns_t[index], old_values[index],
@@ -190,10 +190,6 @@ class PPOAgent:
             clip_range=clip,
         )
         return means
-
-    def _autocast_context(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast)
-
 
 ALGORITHM = register(Algorithm(
     name="ppo",

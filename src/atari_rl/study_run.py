@@ -206,20 +206,20 @@ class _TrialRunner:
             checkpoints = self._checkpoint_names()
             while process.poll() is None:
                 time.sleep(POLL_S)
-                tune.report({"step": self._step(phase), "phase": phase,
-                             **_last_metrics(self.run_dir)})
-                if not self.local and self._checkpoint_names() != checkpoints:
-                    checkpoints = self._checkpoint_names()
+                row = _last_metrics(self.run_dir)
+                tune.report({"step": self._step(phase, row), "phase": phase, **row})
+                if not self.local and (latest := self._checkpoint_names()) != checkpoints:
+                    checkpoints = latest
                     self._ship()
         if process.returncode == 0:
             return None
         return _error_line(self.local_log, start) or f"atari-rl {args[0]} exited with code " \
                                                        f"{process.returncode}"
 
-    def _step(self, phase: str) -> int:
+    def _step(self, phase: str, row: dict[str, float]) -> int:
+        """Agent steps done: the last metrics row's, else the last checkpoint's."""
         if phase != "training":
             return self.trial.steps
-        row = _last_metrics(self.run_dir)
         return int(row.get("metrics_step", steps_done(self.run_dir)))
 
     def _finish(self, error: str | None, train_seconds: float) -> None:
