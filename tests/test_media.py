@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from atari_rl.cli import main
-from atari_rl.envs import AtariPipeline, EnvConfig
-from atari_rl.media import Canvas, PanelState, ScreenGame, resize_area
+from atari_rl.envs import FIRE, AtariPipeline, EnvConfig
+from atari_rl.media import Canvas, PanelState
 from atari_rl.run_files import FINAL_POLICY, GIF_FILE, VIDEO_FILE, VIDEO_INFO_FILE
+from atari_rl.screen import ScreenEmulator, resize_area
 
 NAMES = ("NOOP", "FIRE", "RIGHT", "LEFT")
 
@@ -26,32 +27,38 @@ def test_resize_area_is_opencvs_inter_area_bit_for_bit():
         assert np.array_equal(resize_area(frame), expected)
 
 
-@pytest.mark.parametrize("max_frames", [108_000, 402])
-def test_screen_game_gives_the_agent_the_pipelines_observations(max_frames):
-    """A whole game of random actions (life losses, forced FIRE, game over or frame cap):
-    every stack, reward and end equal to AtariPipeline's under the evaluation protocol."""
-    pipeline = AtariPipeline(EnvConfig(num_envs=1, noop_max=0, life_loss_ends_episode=False,
-                                       max_frames_per_game=max_frames))
-    game = ScreenGame("breakout", noop_max=0, max_frames=max_frames)
+@pytest.mark.parametrize(("max_frames", "life_loss_ends_episode"),
+                         [(108_000, False), (402, False), (108_000, True)])
+def test_the_pipeline_over_the_screen_emulator_equals_it_over_ale_pys_vector_env(
+        max_frames, life_loss_ends_episode):
+    """Two whole games of random actions (life losses, forced FIRE, game over or frame cap,
+    the autoreset between them): every step the pipeline returns, equal over both."""
+    config = EnvConfig(num_envs=1, noop_max=0, life_loss_ends_episode=life_loss_ends_episode,
+                       max_frames_per_game=max_frames)
+    frames: list[np.ndarray] = []
+    emulator = ScreenEmulator(config, on_frame=frames.append)
+    vector, screen = AtariPipeline(config), AtariPipeline(config, emulator=emulator)
     try:
-        assert np.array_equal(pipeline.reset()[0], game.reset())
+        assert screen.action_meanings == vector.action_meanings
+        assert np.array_equal(vector.reset(), screen.reset())
         rng = np.random.default_rng(0)
-        forced_fires = 0
-        for _ in range(max_frames):
-            action = int(rng.integers(4))
-            step = pipeline.step(np.array([action]))
-            result = game.step(action)
-            forced_fires += game.fire_next
-            assert np.array_equal(step.obs[0], result.obs)
-            assert step.raw_reward[0] == result.reward
-            assert (bool(step.done[0]), bool(step.truncated[0])) == (result.done,
-                                                                     result.truncated)
-            if result.done:
-                break
-        assert result.done and forced_fires >= 1
-        assert result.truncated == (max_frames == 402)
+        games, forced_fires, capped = [], 0, 0
+        while len(games) < 2:
+            actions = rng.integers(4, size=1)
+            expected, step = vector.step(actions), screen.step(actions)
+            for name in ("obs", "reward", "raw_reward", "terminated", "truncated", "first",
+                         "actions"):
+                assert np.array_equal(getattr(expected, name), getattr(step, name)), name
+            assert step.episodes == expected.episodes and step.games == expected.games
+            forced_fires += step.actions[0] == FIRE != actions[0]  # after a life loss
+            games += step.games
+            capped += bool(step.truncated[0])
+        assert forced_fires >= 1
+        assert capped == 2 * (max_frames == 402)
+        assert frames[0].shape == (210, 160, 3)
+        assert len(frames) >= sum(g.steps for g in games)
     finally:
-        pipeline.close()
+        vector.close()
 
 
 def test_record_writes_one_video_frame_per_emulator_frame(run_copy, capsys):
@@ -78,9 +85,12 @@ def test_record_of_a_dqn_run_shows_q_values(run_copy, tiny_dqn_run):
     run = run_copy(tiny_dqn_run, "dqn")
     out = run / "videos" / "greedy.mp4"
     assert main(["record", str(run), "--greedy", "--scale", "1", "--max-frames", "40",
-                 "--out", str(out)]) == 0
+                 "--games", "2", "--out", str(out)]) == 0
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["values"] == "Q-values" and info["size"] == [310, 210]
+    # the second game's FIRE and no-ops are played by the pipeline's reset step, on video
+    assert [g["capped"] for g in info["games"]] == [True, True]
+    assert info["frames"] == sum(g["frames"] for g in info["games"])
     assert info["settings"]["epsilon"] == 0.0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 from ale_py import roms
@@ -98,13 +99,25 @@ def needs_fire(action_meanings: list[str]) -> bool:
     return len(action_meanings) >= 3 and action_meanings[FIRE] == "FIRE"
 
 
-class AtariPipeline:
-    """Vector of Atari games with the learning conventions of the Nature DQN papers."""
+class Emulator(Protocol):
+    """What AtariPipeline needs of ale-py's `AtariVectorEnv`, which `screen.ScreenEmulator`
+    also provides, one game at a time with its RGB frames, for videos."""
+
+    action_names: list[str]
+
+    def reset(self, seed: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]: ...
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                  np.ndarray, dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class _VectorEmulator(AtariVectorEnv):
+    """ale-py's C++ vector env, configured from an EnvConfig."""
 
     def __init__(self, config: EnvConfig):
-        self.config = config
-        self.num_envs = config.num_envs
-        self._env = AtariVectorEnv(
+        super().__init__(
             game_id(config.game),
             config.num_envs,
             num_threads=config.num_threads,
@@ -122,7 +135,21 @@ class AtariPipeline:
             repeat_action_probability=config.sticky_action_prob,
             max_num_frames_per_episode=config.max_frames_per_game,
         )
-        self.action_meanings = [a.name for a in self._env.ale.get_action_set()]
+        self.action_names = [a.name for a in self.ale.get_action_set()]
+
+
+class AtariPipeline:
+    """Vector of Atari games with the learning conventions of the Nature DQN papers.
+
+    They run on ale-py's C++ vector env, or on `emulator` when given one: the same
+    conventions then apply to the frame-by-frame emulator that videos are made with.
+    """
+
+    def __init__(self, config: EnvConfig, emulator: Emulator | None = None):
+        self.config = config
+        self.num_envs = config.num_envs
+        self._env: Emulator = emulator if emulator is not None else _VectorEmulator(config)
+        self.action_meanings = list(self._env.action_names)
         self.num_actions = len(self.action_meanings)
         self._fire = config.fire_after_life_loss and needs_fire(self.action_meanings)
         n = config.num_envs
@@ -199,6 +226,11 @@ class AtariPipeline:
             games=games,
             episodes=episodes,
         )
+
+    @property
+    def fire_next(self) -> np.ndarray:
+        """Envs whose next action is replaced by FIRE, since they just lost a life."""
+        return self._fire_next.copy()
 
     def close(self) -> None:
         self._env.close()

@@ -88,6 +88,22 @@ class EvalProtocol:
             "game_assignment": "each env plays a share of the games fixed up front",
         }
 
+    def env_config(self, game: str, num_envs: int, env_threads: int = 0) -> EnvConfig:
+        """The pipeline's settings for playing under this protocol: whole games, raw scores."""
+        return EnvConfig(
+            game=game,
+            num_envs=num_envs,
+            num_threads=env_threads,
+            seed=self.seed,
+            noop_max=self.noop_max,
+            life_loss_ends_episode=False,
+            fire_after_life_loss=True,
+            repeat_first_frame=True,
+            clip_rewards=False,
+            sticky_action_prob=self.sticky_action_prob,
+            max_frames_per_game=self.max_frames_per_game,
+        )
+
     @property
     def envs_used(self) -> int:
         return min(self.num_envs, self.games)
@@ -117,19 +133,7 @@ def evaluate(actor: Actor, game: str, protocol: EvalProtocol,
     env_threads: emulator threads (0: one per core); the result does not depend on it."""
     protocol.validate()
     num_envs = protocol.envs_used
-    env = AtariPipeline(EnvConfig(
-        game=game,
-        num_envs=num_envs,
-        num_threads=env_threads,
-        seed=protocol.seed,
-        noop_max=protocol.noop_max,
-        life_loss_ends_episode=False,
-        fire_after_life_loss=True,
-        repeat_first_frame=True,
-        clip_rewards=False,
-        sticky_action_prob=protocol.sticky_action_prob,
-        max_frames_per_game=protocol.max_frames_per_game,
-    ))
+    env = AtariPipeline(protocol.env_config(game, num_envs, env_threads))
     shares = game_shares(protocol.games, num_envs)
     played: list[list[tuple[float, int, bool]]] = [[] for _ in range(num_envs)]
     capped = np.zeros(num_envs, dtype=bool)  # did the env's last game end at the frame cap

@@ -7,21 +7,17 @@ action names, redrawn at each agent step (every 4 frames), so that a policy coll
 one action is visible. The optional GIF keeps one frame per agent step, at 15 fps, because
 GIF delays are counted in hundredths of a second and 60 fps cannot be written.
 
-The vector env that training uses gives no RGB frames, so a single game is played here
-directly on `ale_py.ALEInterface`, one emulator frame at a time, rebuilding the agent's
-observation exactly as the C++ vector env does it (ALE's grayscale palette, the maximum of
-the last two frames of each step, OpenCV's INTER_AREA resize to 84x84, with the same float32
-arithmetic) and with the pipeline's conventions under the evaluation protocol: FIRE at game
-start and after every life loss, up to `noop_max` no-op frames, first frame repeated in the
-stack, whole games. tests/test_media.py checks the stacks against `AtariPipeline`'s.
+The vector env that training uses gives no RGB frames, so the games are played by
+`envs.AtariPipeline` (the one implementation of the learning conventions) on
+`screen.ScreenEmulator`, which steps one game frame by frame and hands each RGB screen to
+the video, under the evaluation protocol (whole games, FIRE after each life loss, no-op
+starts): the agent sees what evaluation shows it.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -31,13 +27,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from atari_rl.algorithms import PROBABILITIES
-from atari_rl.envs import FIRE, FRAME_SHAPE, FRAMESKIP, game_id, needs_fire
-from atari_rl.evaluation import MAX_FRAMES_PER_GAME, EvalProtocol
+from atari_rl.envs import FIRE, FRAMESKIP, AtariPipeline
+from atari_rl.evaluation import EvalProtocol
 from atari_rl.policy import one_torch_thread
+from atari_rl.screen import SCREEN_SHAPE, ScreenEmulator
 
 SCREEN_FPS = 60  # one video frame per emulator frame
 GIF_FPS = SCREEN_FPS // FRAMESKIP  # one GIF frame per agent step
-SCREEN_SHAPE = (210, 160)
 PANEL_WIDTH = 150  # at scale 1
 BACKGROUND = (17, 17, 17)
 TEXT = (235, 235, 235)
@@ -45,9 +41,6 @@ MUTED = (150, 150, 150)
 BAR = (70, 130, 180)
 CHOSEN = (255, 140, 0)
 TRACK = (40, 40, 40)
-
-FrameSink = Callable[[np.ndarray], None]
-
 
 class Actor(Protocol):
     num_actions: int
@@ -58,154 +51,6 @@ class Actor(Protocol):
     def act(self, obs: np.ndarray, greedy: bool = True) -> np.ndarray: ...
 
     def action_values(self, obs: np.ndarray) -> np.ndarray: ...
-
-
-@cache
-def _area_table(source: int, target: int) -> tuple[np.ndarray, np.ndarray]:
-    """OpenCV's INTER_AREA weights (computeResizeAreaTab), in its order and in float32.
-
-    Returns source indices and weights [terms, target]; unused terms have weight 0.
-    """
-    scale = 1.0 / (target / source)
-    terms: list[list[tuple[int, np.float32]]] = [[] for _ in range(target)]
-    for out in range(target):
-        start, end = out * scale, out * scale + scale
-        cell = min(scale, source - start)
-        first, last = math.ceil(start), min(math.floor(end), source - 1)
-        first = min(first, last)
-        if first - start > 1e-3:
-            terms[out].append((first - 1, np.float32((first - start) / cell)))
-        terms[out] += [(i, np.float32(1.0 / cell)) for i in range(first, last)]
-        if end - last > 1e-3:
-            terms[out].append((last, np.float32(min(end - last, 1.0, cell) / cell)))
-    depth = max(len(t) for t in terms)
-    index = np.zeros((depth, target), dtype=np.int64)
-    weight = np.zeros((depth, target), dtype=np.float32)
-    for out, column in enumerate(terms):
-        for k, (i, w) in enumerate(column):
-            index[k, out], weight[k, out] = i, w
-    return index, weight
-
-
-def resize_area(frame: np.ndarray) -> np.ndarray:
-    """uint8 [210, 160] -> [84, 84] bit for bit as cv2.resize(..., INTER_AREA), without cv2.
-
-    Rows first, then columns of those sums, accumulated in float32 term by term and
-    rounded half to even, which is what OpenCV does for this non-integer scale.
-    """
-    x_index, x_weight = _area_table(frame.shape[1], FRAME_SHAPE[1])
-    y_index, y_weight = _area_table(frame.shape[0], FRAME_SHAPE[0])
-    pixels = frame.astype(np.float32)
-    rows = np.zeros((frame.shape[0], FRAME_SHAPE[1]), dtype=np.float32)
-    for index, weight in zip(x_index, x_weight, strict=True):
-        rows = rows + pixels[:, index] * weight
-    out = np.zeros(FRAME_SHAPE, dtype=np.float32)
-    for index, weight in zip(y_index, y_weight, strict=True):
-        out = out + weight[:, None] * rows[index]
-    return np.rint(out).astype(np.uint8)
-
-
-@dataclass
-class StepResult:
-    obs: np.ndarray  # uint8 [frame_stack, 84, 84]
-    reward: float  # raw
-    done: bool  # game over or the frame cap
-    truncated: bool  # the frame cap
-
-
-class ScreenGame:
-    """One Atari game played frame by frame, giving the agent AtariPipeline's observations.
-
-    Mirrors ale-py's C++ vector env (src/ale/vector/preprocessed_env.cpp) with
-    life_loss_ends_episode=False, plus the pipeline's FIRE after each life loss.
-    `on_frame` receives the RGB screen after every emulator frame.
-    """
-
-    def __init__(self, game: str, *, seed: int = 0, noop_max: int = 30,
-                 sticky_action_prob: float = 0.0, max_frames: int = MAX_FRAMES_PER_GAME,
-                 frame_stack: int = 4, on_frame: FrameSink | None = None):
-        import ale_py
-        from ale_py import roms
-
-        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
-        self.ale = ale_py.ALEInterface()
-        self.ale.setInt("random_seed", seed)
-        self.ale.setFloat("repeat_action_probability", sticky_action_prob)
-        self.ale.loadROM(roms.get_rom_path(game_id(game)))
-        self.actions = self.ale.getMinimalActionSet()
-        self.action_names = [a.name for a in self.actions]
-        self.noop_max = noop_max
-        self.max_frames = max_frames
-        self.on_frame = on_frame
-        self._fire_at_reset = "FIRE" in self.action_names  # the vector env's rule
-        self._fire_after_life_loss = needs_fire(self.action_names)  # the pipeline's rule
-        self._rng = np.random.default_rng(seed)
-        self._stack = np.zeros((frame_stack, *FRAME_SHAPE), dtype=np.uint8)
-        self._raw = np.zeros((2, *SCREEN_SHAPE), dtype=np.uint8)  # last two frames of a step
-        self._elapsed = 0
-        self._lives = 0
-        self.fire_next = False  # a life was lost: the next action is FIRE
-
-    def reset(self) -> np.ndarray:
-        """A new game: FIRE, then up to noop_max no-op frames; returns the first stack."""
-        self.ale.reset_game()
-        if self._fire_at_reset:
-            self._act(self.actions[self.action_names.index("FIRE")])
-        noops = int(self._rng.integers(0, self.noop_max)) if self.noop_max > 0 else 0
-        for _ in range(noops - self._fire_at_reset):
-            self._act(self.actions[0])
-            if self.ale.game_over():
-                self.ale.reset_game()
-        self._raw[0] = self.ale.getScreenGrayscale()
-        self._raw[1] = 0
-        self._stack[:] = self._process()  # the first frame repeated, as the pipeline does
-        self._elapsed = 0
-        self._lives = self.ale.lives()
-        self.fire_next = False
-        return self._stack.copy()
-
-    def step(self, action: int) -> StepResult:
-        """One agent step of FRAMESKIP frames; FIRE replaces the action after a life loss."""
-        if self.fire_next:
-            action = FIRE
-        reward = 0.0
-        game_over = life_lost = False
-        for skip in range(FRAMESKIP, 0, -1):
-            reward += self._act(self.actions[action])
-            game_over = self.ale.game_over()
-            self._elapsed += 1
-            lives = self.ale.lives()
-            life_lost = 0 < lives < self._lives
-            if game_over or self._elapsed >= self.max_frames:
-                break
-            if skip <= 2:
-                self._raw[skip - 1] = self.ale.getScreenGrayscale()
-        self._stack[:-1] = self._stack[1:]
-        self._stack[-1] = self._process()
-        self._lives = self.ale.lives()
-        truncated = not game_over and self._elapsed >= self.max_frames
-        done = game_over or truncated
-        self.fire_next = life_lost and not done and self._fire_after_life_loss
-        return StepResult(self._stack.copy(), reward, done, truncated)
-
-    @property
-    def lives(self) -> int:
-        return self.ale.lives()
-
-    @property
-    def frames(self) -> int:
-        """Emulator frames since the game was reset, FIRE and no-ops included."""
-        return self.ale.getEpisodeFrameNumber()
-
-    def _act(self, action: Any) -> float:
-        reward = self.ale.act(action)
-        if self.on_frame is not None:
-            self.on_frame(self.ale.getScreenRGB())
-        return float(reward)
-
-    def _process(self) -> np.ndarray:
-        np.maximum(self._raw[0], self._raw[1], out=self._raw[0])
-        return resize_area(self._raw[0])
 
 
 @dataclass
@@ -375,14 +220,13 @@ def record(actor: Actor, game: str, video_path: Path, settings: RecordSettings,
     protocol = settings.protocol
     canvas = Canvas(actor.action_names, actor.values_label, settings.scale)
     writer = _Mp4Writer(video_path, canvas.size, SCREEN_FPS)
-    env = ScreenGame(game, seed=protocol.seed, noop_max=protocol.noop_max,
-                     sticky_action_prob=protocol.sticky_action_prob,
-                     max_frames=protocol.max_frames_per_game,
-                     on_frame=lambda screen: writer.write(canvas.frame(screen)))
+    config = protocol.env_config(game, num_envs=1)
+    emulator = ScreenEmulator(config, on_frame=lambda screen: writer.write(canvas.frame(screen)))
+    env = AtariPipeline(config, emulator=emulator)
     title = f"{game.replace('_', ' ').upper()} · {actor.algo.upper()}"
     try:
         with one_torch_thread():
-            played = [_play_game(actor, env, canvas, protocol, title, number)
+            played = [_play_game(actor, env, emulator, canvas, protocol, title, number)
                       for number in range(1, protocol.games + 1)]
         writer.finish()
     except BaseException:
@@ -415,24 +259,25 @@ def record(actor: Actor, game: str, video_path: Path, settings: RecordSettings,
     }
 
 
-def _play_game(actor: Actor, env: ScreenGame, canvas: Canvas, protocol: EvalProtocol,
-               title: str, number: int) -> dict[str, Any]:
+def _play_game(actor: Actor, env: AtariPipeline, emulator: ScreenEmulator, canvas: Canvas,
+               protocol: EvalProtocol, title: str, number: int) -> dict[str, Any]:
+    """One whole game; its FIRE and no-op frames are played when it starts: by `reset` for
+    the first game, by the pipeline's reset step (which carries no transition) after that."""
+    canvas.draw_panel(PanelState(title, 0, emulator.lives, number, protocol.games, 0, None,
+                                 None, note="no-op start"))
+    obs = env.reset() if number == 1 else env.step(np.zeros(1, dtype=np.int64)).obs
     score, steps = 0.0, 0
-    canvas.draw_panel(PanelState(title, 0, env.lives, number, protocol.games, 0, None, None,
-                                 note="no-op start"))
-    obs = env.reset()
     while True:
-        batch = obs[None]
-        action = int(actor.act(batch, greedy=protocol.greedy)[0])
-        values = actor.action_values(batch)[0]
-        forced = env.fire_next
-        canvas.draw_panel(PanelState(title, score, env.lives, number, protocol.games,
-                                     env.frames, values, FIRE if forced else action,
+        action = int(actor.act(obs, greedy=protocol.greedy)[0])
+        values = actor.action_values(obs)[0]
+        forced = bool(env.fire_next[0])
+        canvas.draw_panel(PanelState(title, score, emulator.lives, number, protocol.games,
+                                     emulator.frames, values, FIRE if forced else action,
                                      note="FIRE after life loss" if forced else ""))
-        result = env.step(action)
-        score += result.reward
+        step = env.step(np.array([action]))
+        score += float(step.raw_reward[0])
         steps += 1
-        obs = result.obs
-        if result.done:
-            return {"score": score, "agent_steps": steps, "frames": env.frames,
-                    "capped": result.truncated}
+        obs = step.obs
+        if step.done[0]:
+            return {"score": score, "agent_steps": steps, "frames": emulator.frames,
+                    "capped": bool(step.truncated[0])}
