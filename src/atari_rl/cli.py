@@ -365,8 +365,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_machine = get(config.algo).check_machine
         if args.resume is None and check_machine is not None:
             check_machine(config)  # the replay memory fits, say
-        env = AtariPipeline(dataclasses.replace(  # --env-threads 0: the cores free now
-            config.env_config(), num_threads=config.env_threads or measure_free_cores()))
+        # threads 0: the cores free now, counted once (half a second) for both
+        free = measure_free_cores() if 0 in (config.env_threads, config.torch_threads) else None
+        env = AtariPipeline(dataclasses.replace(config.env_config(),
+                                                num_threads=config.env_threads or free))
         if args.resume is None:
             new_run_dir(run_dir)
     except ValueError as error:
@@ -375,7 +377,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{verb} {config.algo} on {config.game} for {config.steps:,} agent steps "
           f"in {run_dir}", file=sys.stderr)
     try:
-        summary = train(config, run_dir, env, resume=args.resume is not None)
+        summary = train(config, run_dir, env, resume=args.resume is not None, free_cores=free)
     except CliffStopped as stopped:
         print(f"atari-rl: {stopped}; checkpoint saved in {run_dir}; the best checkpoint is "
               f"kept: see {EVENTS_FILE}", file=sys.stderr)

@@ -131,12 +131,13 @@ class _Run:
     restart the games; `train` is the loop that calls them.
     """
 
-    def __init__(self, config: RunConfig, run_dir: Path, env: AtariPipeline, resume: bool):
+    def __init__(self, config: RunConfig, run_dir: Path, env: AtariPipeline, resume: bool,
+                 free_cores: int | None = None):
         # --torch-threads 0: the free cores, counted again every few seconds (cores.py)
         self.governor = None
         if config.torch_threads == 0:
-            self.governor = ThreadGovernor(set_threads=torch.set_num_threads,
-                                           threads=measure_free_cores())
+            threads = free_cores if free_cores is not None else measure_free_cores()
+            self.governor = ThreadGovernor(set_threads=torch.set_num_threads, threads=threads)
         configure_cpu_threads(config.torch_threads or self.governor.threads)
         torch.manual_seed(config.seed)
         self.config, self.run_dir, self.env = config, run_dir, env
@@ -242,10 +243,11 @@ class _Run:
                 "best_score": scores.best}
 
 
-def train(config: RunConfig, run_dir: Path, env: AtariPipeline,
-          resume: bool = False) -> dict[str, float]:
-    """Train in a run directory (a new one, or one to resume); returns the final scores."""
-    run = _Run(config, run_dir, env, resume)
+def train(config: RunConfig, run_dir: Path, env: AtariPipeline, resume: bool = False,
+          free_cores: int | None = None) -> dict[str, float]:
+    """Train in a run directory (a new one, or one to resume); returns the final scores.
+    free_cores: the cores counted free at the start, if the caller has counted them."""
+    run = _Run(config, run_dir, env, resume, free_cores)
     obs = run.restart_games()
     try:
         with _StopSignals() as stop:
