@@ -309,7 +309,7 @@ def test_the_report_shows_the_tables_the_trials_and_the_figures(study_dir):
     assert "1.00" in page and "[1.00, 1.00]" in page and "[0.00, 0.00]" in page
     assert ERROR in page and str(study_dir / "runs" / run_name(WEAK, 3) / "train.log") in page
     assert f"atari-rl study {study_dir}" in page
-    assert "1h 02m" in page  # 3,725 seconds of training
+    assert "1:02:05" in page  # 3,725 seconds of training
     sources = re.findall(r'src="([^"]*)"', page)
     assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)
     for source in sources:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from atari_rl.checkpoints import atomic_write
+from atari_rl.metrics import format_duration
 from atari_rl.report import READY_SCRIPT, STYLE, _e, _figures, _hint, _table
 from atari_rl.run_files import REPORT_FILE
 from atari_rl.study_plots import render_study_figures
@@ -152,9 +153,4 @@ def _trial_row(trial: TrialResult) -> list[Any]:
     ) if part)
     return [trial.run, trial.configuration, trial.game, trial.seed, trial.status,
             "-" if trial.score is None else f"{trial.score:.1f}",
-            "-" if trial.train_seconds is None else _duration(trial.train_seconds), detail]
-
-
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{seconds / 60:.1f} min"
+            "-" if trial.train_seconds is None else format_duration(trial.train_seconds), detail]
