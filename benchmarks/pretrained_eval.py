@@ -1,8 +1,10 @@
-"""A shipped agent over 100 whole games under each of `atari-rl evaluate`'s protocols side
-by side (epsilon 0.01, greedy, sticky actions 0.25; all lives, up to 30 no-op starts, raw
-scores, 108,000-frame cap), against random play.
+"""The shipped agents over 100 whole games each, under each of `atari-rl evaluate`'s
+protocols side by side (epsilon 0.01, greedy, sticky actions 0.25; all lives, up to 30
+no-op starts, raw scores, 108,000-frame cap), against random play.
 
     python benchmarks/pretrained_eval.py [--name breakout-a2c] [--games 100]
+
+Without --name, every agent in pretrained/ is scored.
 
 The last line of output is one JSON object.
 """
@@ -17,6 +19,8 @@ import time
 from pathlib import Path
 
 from atari_rl.cli import PRETRAINED_OUTPUT
+from atari_rl.policy import PRETRAINED_ROOT
+from atari_rl.run_files import FINAL_POLICY
 
 
 def evaluate(name: str, games: int, policy: str) -> dict:
@@ -32,13 +36,14 @@ def evaluate(name: str, games: int, policy: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--name", default="breakout-a2c")
+    parser.add_argument("--name", action="append",
+                        help="a shipped agent (repeatable); default: all of pretrained/")
     parser.add_argument("--games", type=int, default=100)
     args = parser.parse_args()
-    trained = evaluate(args.name, args.games, "trained")
-    random = evaluate(args.name, args.games, "random")
-    print(json.dumps({"benchmark": "pretrained_eval", "agent": args.name, "games": args.games,
-                      "trained": trained, "random": random}))
+    names = args.name or sorted(p.parent.name for p in PRETRAINED_ROOT.glob(f"*/{FINAL_POLICY}"))
+    agents = {name: {"trained": evaluate(name, args.games, "trained"),
+                     "random": evaluate(name, args.games, "random")} for name in names}
+    print(json.dumps({"benchmark": "pretrained_eval", "games": args.games, "agents": agents}))
 
 
 if __name__ == "__main__":
