@@ -47,10 +47,13 @@ def kill_after_checkpoints(run_dir: Path, count: int, *args: str) -> None:
     process.wait()
 
 
+DQN_OPTIONS = ["--algo", "dqn", "--learning-starts", "400", "--buffer-size", "4000",
+               "--batch-size", "32", "--target-update", "800", "--no-bf16"]
 ALGO_OPTIONS = {
     "a2c": ["--algo", "a2c"],
-    "dqn": ["--algo", "dqn", "--learning-starts", "400", "--buffer-size", "4000",
-            "--batch-size", "32", "--target-update", "800", "--no-bf16"],
+    "dqn": DQN_OPTIONS,
+    # the next batch gathered in a thread: a checkpoint must hold the batch being gathered
+    "dqn-prefetch": [*DQN_OPTIONS, "--prefetch"],
     "ppo": ["--algo", "ppo", "--n-steps", "32", "--epochs", "2", "--minibatches", "2"],
 }
 

@@ -161,7 +161,10 @@ def optimizer_state(optimizer: torch.optim.Optimizer, prefix: str
                 tensors[f"{prefix}.{index}.{key}"] = value
             else:
                 scalars.setdefault(str(index), {})[key] = value
-    return tensors, {"param_groups": full["param_groups"], "scalars": scalars}
+    # A compiled optimizer's lr is a tensor (dqn's compile_step): JSON takes its number.
+    groups = [{key: value.item() if isinstance(value, torch.Tensor) else value
+               for key, value in group.items()} for group in full["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, prefix: str,
@@ -174,6 +177,13 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, prefix: str,
     for index, values in meta["scalars"].items():
         state.setdefault(int(index), {}).update(values)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # Saved contiguous, the moments go back into their parameter's layout (PPO's are
+    # channels_last): a fused optimizer walks a parameter and its moments as one layout.
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    optimizer.state[param][key] = torch.empty_like(param).copy_(value)
 
 
 def learner_state(network: torch.nn.Module, optimizer: torch.optim.Optimizer

@@ -14,7 +14,11 @@ env explores; the whole loss (the online and target forwards of the next states 
 online forward of the states) is one `torch.compile`d graph; the torso runs under bf16
 autocast where the CPU computes bf16 natively, the Q heads in fp32; Adam is the fused one.
 With several envs, `train_freq` still counts agent steps, so 8 envs and `train_freq` 8
-make one update per step of the vector env.
+make one update per step of the vector env. Two more options, measured by
+benchmarks/dqn_update.py: `prefetch` (gather the next batch in a thread during this
+update) and `compile_step` (compile the clipping and Adam's step too). One forward of the
+online network over s and s' stacked was measured too and dropped: 12% slower an update
+at batch 64 on this CPU, since its backward runs over both halves.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import copy
 import dataclasses
 import json
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +47,7 @@ from atari_rl.envs import Step
 from atari_rl.maths import double_dqn_targets, linear_schedule
 from atari_rl.networks import QNetwork, bf16_autocast, bf16_pays_off, q_network_from
 from atari_rl.plots import FigureSpec, Panel
-from atari_rl.replay import Batch, ReplayMemory, check_capacity, check_fits
+from atari_rl.replay import Batch, Draw, ReplayMemory, check_capacity, check_fits
 
 
 @dataclass
@@ -73,6 +78,8 @@ class DQNConfig(RunConfig):
     epsilon_steps: int = 250_000  # agent steps of the linear decay
     dueling: bool = False
     compile: bool = True  # torch.compile the network (warm-up about 40 s on this CPU)
+    compile_step: bool = False  # torch.compile the gradient clipping and Adam's step too
+    prefetch: bool = False  # sample the next batch in a background thread while this update runs
     bf16: bool = True  # bf16 autocast for the torso on CPUs that have it; Q heads stay fp32
     log_every: int = 10_000
 
@@ -162,8 +169,14 @@ class DQNAgent:
         self.num_actions = num_actions
         self.network = QNetwork(num_actions, dueling=config.dueling).to(device)
         self.target = copy.deepcopy(self.network).requires_grad_(False)
+        # A compiled step reads the lr from a tensor: a float would recompile it whenever
+        # lr_scale changes.
+        self._lr = (torch.tensor(config.learning_rate, device=device)
+                    if config.compile_step else None)
         # fused: one kernel for all parameters, 1.5 ms a step here instead of 12 ms
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate,
+        self.optimizer = torch.optim.Adam(self.network.parameters(),
+                                          lr=config.learning_rate if self._lr is None
+                                          else self._lr,
                                           eps=config.optimizer_eps, fused=True)
         self.memory = ReplayMemory(
             config.buffer_size,
@@ -185,12 +198,20 @@ class DQNAgent:
         self.bf16 = config.bf16 and bf16_pays_off(device)
         self._act_forward = self._greedy_q
         self._loss = td_loss
+        self._optimizer_step = self._clip_and_step
         if config.compile:  # one graph per shape: acting [num_envs], the loss [batch_size]
             self._act_forward = torch.compile(self._act_forward, dynamic=False)
             self._loss = torch.compile(td_loss, dynamic=False)
+        if config.compile_step:
+            self._optimizer_step = torch.compile(self._clip_and_step)
+        # With prefetch: the next batch, drawn at this update and gathered in a thread. The
+        # memory must not change under it: every write waits for it first (`_settle`).
+        self._prefetcher: ThreadPoolExecutor | None = None
+        self._pending: tuple[Draw, Future[Batch]] | None = None
 
     def start(self, obs: np.ndarray) -> None:
         """The first stacks of every env, as returned by `env.reset()`."""
+        self._settle()
         self.memory.observe_reset(obs)
         self._episodes_cut = False
 
@@ -198,8 +219,10 @@ class DQNAgent:
         """Everything an exact resume needs, the replay memory included (about 0.5 GB a 1 M).
 
         The memory's arrays go in as tensors without copies; its structured per-frame
-        records as their bytes.
+        records as their bytes. A batch being prefetched goes in as its draw, whose frames
+        are gathered again on load: the memory's random generator is already past it.
         """
+        self._settle()
         learner_tensors, learner_meta = learner_state(self.network, self.optimizer)
         replay = self.memory.state_dict()
         tensors = {
@@ -210,7 +233,9 @@ class DQNAgent:
         }
         meta = {**learner_meta, "updates": self.updates,
                 "target_syncs": self.target_syncs, "rng": self._rng.bit_generator.state,
-                "replay": json.loads(str(replay["header"]))}
+                "replay": json.loads(str(replay["header"])),
+                "prefetched": None if self._pending is None
+                else [part.tolist() for part in self._pending[0]]}
         return tensors, meta
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -219,6 +244,8 @@ class DQNAgent:
         In a rollback the envs play on while the memory goes back to the checkpoint, so
         the next step starts new episodes in it rather than continue the old ones.
         """
+        self._settle()
+        self._pending = None
         load_learner_state(self.network, self.optimizer, tensors, meta)
         self.target.load_state_dict(without_prefix("target", tensors))
         self.updates, self.target_syncs = meta["updates"], meta["target_syncs"]
@@ -229,6 +256,8 @@ class DQNAgent:
                 saved = tensors[f"replay.{name}"].numpy()
                 replay[name] = saved.view(mine.dtype) if mine.dtype.fields else saved
         self.memory = ReplayMemory.from_state_dict(replay)
+        if meta.get("prefetched") is not None:
+            self._prefetch(Draw(*(np.array(part, np.int64) for part in meta["prefetched"])))
         self._episodes_cut = True
 
     def act(self, obs: np.ndarray, agent_step: int) -> np.ndarray:
@@ -262,6 +291,7 @@ class DQNAgent:
         if self._episodes_cut:  # restored mid-game: the memory's episodes end here
             step = dataclasses.replace(step, first=np.ones_like(step.first))
             self._episodes_cut = False
+        self._settle()
         self.memory.observe(step)
         previous = agent_step - self.config.num_envs
         stats = self._learn(agent_step, self._updates_until(agent_step)
@@ -287,15 +317,42 @@ class DQNAgent:
             return None
         sums: dict[str, float] = {}
         for _ in range(updates):
-            for name, value in self.update(self.memory.sample(config.batch_size)).items():
+            for name, value in self.update(self.next_batch()).items():
                 sums[name] = sums.get(name, 0.0) + value / updates
         sums.update(epsilon=epsilon(config, agent_step), replay_size=float(len(self.memory)))
         return sums
 
+    def next_batch(self) -> Batch:
+        """The batch of the next update. With prefetch it was drawn at the update before,
+        from the memory as it was then (one env step older), and the one after it starts
+        gathering now: the draws come in the same order as without prefetch."""
+        size = self.config.batch_size
+        if self._pending is not None:
+            batch = self._pending[1].result()
+            self._pending = None
+        else:
+            batch = self.memory.sample(size)
+        if self.config.prefetch:
+            self._prefetch(self.memory.draw(size))
+        return batch
+
+    def _prefetch(self, draw: Draw) -> None:
+        if self._prefetcher is None:
+            self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="replay-prefetch")
+        self._pending = (draw, self._prefetcher.submit(self.memory.gather, draw))
+
+    def _settle(self) -> None:
+        """Wait for a batch being gathered (and keep it): the memory is about to change."""
+        if self._pending is not None:
+            self._pending[1].result()
+
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step of Adam on a replay batch."""
+        lr: float | torch.Tensor = self.config.learning_rate * self.lr_scale
+        if self._lr is not None:
+            lr = self._lr.fill_(lr)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.learning_rate * self.lr_scale
+            group["lr"] = lr
         tensors = (torch.from_numpy(a).to(self.device) for a in
                    (batch.obs, batch.actions, batch.returns, batch.next_obs, batch.discounts))
         obs, actions, returns, next_obs, discounts = tensors
@@ -303,12 +360,17 @@ class DQNAgent:
                                             next_obs, discounts, self.bf16)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(),
-                                                   self.config.max_grad_norm)
-        self.optimizer.step()
+        grad_norm = self._optimizer_step()
         self.updates += 1
         return {"td_loss": float(loss.detach()), "q_mean": float(q_taken.mean()),
                 "target_mean": float(targets.mean()), "grad_norm": float(grad_norm)}
+
+    def _clip_and_step(self) -> torch.Tensor:
+        """Clip the gradients' norm, then Adam's step; returns the norm before clipping."""
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(),
+                                                   self.config.max_grad_norm)
+        self.optimizer.step()
+        return grad_norm
 
     def sync_target(self) -> None:
         self.target.load_state_dict(self.network.state_dict())

@@ -84,9 +84,11 @@ class PPOAgent:
     def __init__(self, config: PPOConfig, num_actions: int, device: torch.device):
         self.config = config
         self.device = device
-        self.network = ActorCritic(num_actions).to(device)
-        # dynamic: minibatches leave out the reset steps, so their size varies a little
-        self._forward = (torch.compile(self.network, dynamic=True) if config.compile
+        # channels_last and static shapes (acting on num_envs observations, learning on
+        # minibatches of one size): an update's forward and backward take 31 ms instead of
+        # the 56 ms of dynamic shapes in the default layout (2 threads, batch 256, bf16)
+        self.network = ActorCritic(num_actions).to(device, memory_format=torch.channels_last)
+        self._forward = (torch.compile(self.network, dynamic=False) if config.compile
                          else self.network)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate,
                                           eps=config.optimizer_eps,
@@ -119,12 +121,16 @@ class PPOAgent:
     def act(self, obs: np.ndarray, agent_step: int) -> np.ndarray:
         """Draw from the policy; keep each action's log-probability and the state's value."""
         with bf16_autocast(self.device, self._autocast):
-            logits, values = self._forward(torch.from_numpy(obs).to(self.device))
+            logits, values = self._forward(self._input(torch.from_numpy(obs)))
         log_probs = torch.log_softmax(logits.float(), dim=1)
         actions = torch.multinomial(log_probs.exp(), 1, generator=self._sampling)
         self._acted = (log_probs.gather(1, actions).squeeze(1).cpu().numpy(),
                        values.float().cpu().numpy())
         return actions.squeeze(1).cpu().numpy()
+
+    def _input(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations on the device, in the network's channels_last layout."""
+        return obs.to(self.device).contiguous(memory_format=torch.channels_last)
 
     def observe(self, obs: np.ndarray, step: Step, agent_step: int) -> dict[str, float] | None:
         if self._acted is None:
@@ -148,7 +154,7 @@ class PPOAgent:
         if config.clip_schedule == "linear":
             clip = max(linear_schedule(clip, 0.0, progress), 1e-8)
         with torch.inference_mode(), bf16_autocast(self.device, self._autocast):
-            _, last_values = self._forward(torch.from_numpy(next_obs).to(self.device))
+            _, last_values = self._forward(self._input(torch.from_numpy(next_obs)))
         values = np.concatenate([batch.extras["value"], last_values.float().cpu().numpy()[None]])
         advantages, returns = gae_advantages(batch.rewards, batch.terminated, batch.truncated,
                                              values, config.gamma, config.gae_lambda)
@@ -161,15 +167,20 @@ class PPOAgent:
         obs, actions = flat(batch.obs), flat(batch.actions)
         old_log_probs, old_values = flat(batch.extras["log_prob"]), flat(values[:-1])
         advantages_t, returns_t = flat(advantages), flat(returns)
-        size = max(len(keep) // config.minibatches, 1)
+        # Every minibatch has the size it would have without reset steps, so that the
+        # compiled network sees one shape: each pass takes every real transition once, and
+        # the few the reset steps left room for a second time.
+        size = config.num_envs * config.n_steps // config.minibatches
+        per_pass = size * config.minibatches
         sums: dict[str, float] = {}
         steps = 0
-        for _ in range(config.epochs):
-            order = torch.randperm(len(keep), generator=self._shuffling).to(self.device)
-            for start in range(0, len(keep) - size + 1, size):  # a ragged tail waits a pass
+        for _ in range(config.epochs if len(keep) else 0):
+            order = torch.randperm(len(keep), generator=self._shuffling)
+            order = order.repeat(-(-per_pass // len(keep)))[:per_pass].to(self.device)
+            for start in range(0, per_pass, size):
                 index = order[start:start + size]
                 with bf16_autocast(self.device, self._autocast):
-                    logits, new_values = self._forward(obs[index])
+                    logits, new_values = self._forward(self._input(obs[index]))
                 loss, stats = ppo_loss(logits, new_values, actions[index], old_log_probs[index],
                                        advantages_t[index], returns_t[index], old_values[index],
                                        clip, config.value_coef, config.entropy_coef,

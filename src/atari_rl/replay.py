@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from os import PathLike
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import psutil
@@ -76,6 +76,14 @@ class Batch:
     returns: np.ndarray  # float32 [B]: discounted rewards of the (possibly cut) n-step window
     next_obs: np.ndarray  # uint8 [B, frame_stack, 84, 84]: the stack n' <= n steps later
     discounts: np.ndarray  # float32 [B]: gamma ** n', 0 when the episode terminated
+
+
+class Draw(NamedTuple):
+    """Which transitions a batch holds: the random part of sampling, small and cheap."""
+
+    env: np.ndarray  # int64 [B]
+    k: np.ndarray  # int64 [B]: the absolute index of the frame each transition leads to
+    steps: np.ndarray  # int64 [B]: its n' <= n steps, fewer where the episode ended
 
 
 def make_codec(name: str) -> Codec:
@@ -178,7 +186,18 @@ class ReplayMemory:
 
     def sample(self, batch_size: int) -> Batch:
         """Uniform over the transitions whose frames and n-step window are all in memory."""
-        env, k, steps = self._draw(batch_size)
+        return self.gather(self.draw(batch_size))
+
+    def draw(self, batch_size: int) -> Draw:
+        """The transitions of a uniform batch, without their frames (`sample`'s first half)."""
+        return Draw(*self._draw(batch_size))
+
+    def gather(self, draw: Draw) -> Batch:
+        """The drawn transitions with their stacks decompressed (`sample`'s costly half).
+
+        It only reads the memory, so it can run in another thread while nothing writes.
+        """
+        env, k, steps = draw
         meta, n, fs = self._meta, self.n_step, self.frame_stack
         slot = k % self.slots
         start = meta["episode_start"][env, slot][:, None]

@@ -1,0 +1,155 @@
+"""Double DQN's learner alone: the time to get a replay batch and to learn from it.
+
+Fills a replay memory with --fill-steps agent steps of random play on Breakout through
+`AtariPipeline` (8 envs, stored as `DQNAgent` stores them), then for each variant times
+--updates updates after --warmup untimed ones (torch.compile's warm-up). Per update:
+- sample: `DQNAgent.next_batch`, drawing and decompressing a batch, or with prefetch
+  waiting for the one gathered in the background and starting the next;
+- update: `DQNAgent.update`, the loss's forwards and backward, gradient clipping, Adam;
+- samples/s: transitions learned per second, batch / (sample + update), and the agent
+  steps per second that this learner alone would allow at --replay-ratio samples learned
+  per agent step (batch_size / train_freq; 8 in `dqn-fast`).
+
+Variants: `dqn-fast`'s settings at each of --batches: larger batches updated less often at
+the same replay ratio learn as many samples per agent step, so the batch with the most
+samples/s learns fastest per hour (if it learns as well per sample). Then, at each of
+--option-batches, each DQNConfig option alone and both together: `prefetch` and
+`compile_step`. (A third, one online forward over s and s' stacked, was 12% slower an
+update at batch 64 here and was dropped.)
+
+What it leaves out: in training, acting and the emulators run between updates, which
+gives prefetch more time to hide the sampling, and the threads compete for the cores. The
+memory holds --fill-steps transitions, which fit in the CPU's caches where a full 1 M
+memory does not, so sampling here is at its fastest.
+
+    python benchmarks/dqn_update.py               # ~5-10 minutes on 2 quiet cores
+    python benchmarks/dqn_update.py --fill-steps 800 --updates 3 --warmup 1 \\
+        --batches 32 --option-batches 32 --no-compile   # smoke run, ~1 minute
+
+The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from atari_rl.dqn import DQNAgent, DQNConfig
+from atari_rl.envs import AtariPipeline
+from atari_rl.networks import bf16_pays_off
+from atari_rl.replay import ReplayMemory
+
+OPTIONS = {
+    "baseline": {},
+    "prefetch": {"prefetch": True},
+    "compile_step": {"compile_step": True},
+    "both": {"prefetch": True, "compile_step": True},
+}
+
+
+def filled_memory(steps: int, threads: int, seed: int) -> tuple[ReplayMemory, int]:
+    """A `dqn-fast` replay memory after `steps` agent steps of uniformly random actions;
+    also the game's number of actions."""
+    config = DQNConfig(env_threads=threads, seed=seed)
+    memory = ReplayMemory(config.buffer_size, config.num_envs,
+                          frame_stack=config.env_config().frame_stack, n_step=config.n_steps,
+                          gamma=config.gamma, codec=config.replay_codec, seed=seed)
+    env = AtariPipeline(config.env_config())
+    try:
+        rng = np.random.default_rng(seed)
+        memory.observe_reset(env.reset(seed=seed))
+        for _ in range(steps // config.num_envs):
+            memory.observe(env.step(rng.integers(0, env.num_actions, config.num_envs)))
+        return memory, env.num_actions
+    finally:
+        env.close()
+
+
+def time_updates(memory: ReplayMemory, num_actions: int, batch_size: int,
+                 options: dict[str, bool], updates: int, warmup: int, seed: int,
+                 compile_loss: bool) -> tuple[float, float]:
+    """Mean seconds per update spent getting the batch and learning from it."""
+    torch.manual_seed(seed)
+    config = DQNConfig(batch_size=batch_size, buffer_size=10_000, seed=seed,
+                       compile=compile_loss, **options)
+    agent = DQNAgent(config, num_actions, torch.device("cpu"))
+    agent.memory = memory  # a gather left pending by the variant before ends in the warm-up
+    for _ in range(warmup):
+        agent.update(agent.next_batch())
+    sample = update = 0.0
+    for _ in range(updates):
+        start = time.perf_counter()
+        batch = agent.next_batch()
+        sampled = time.perf_counter()
+        agent.update(batch)
+        sample += sampled - start
+        update += time.perf_counter() - sampled
+    return sample / updates, update / updates
+
+
+def integers(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch (and emulator) threads")
+    parser.add_argument("--updates", type=int, default=300, help="timed updates per variant")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="untimed updates first (torch.compile compiles in the first)")
+    parser.add_argument("--fill-steps", type=int, default=30_000,
+                        help="agent steps of random play stored before timing")
+    parser.add_argument("--batches", type=integers, default=[32, 64, 128, 256],
+                        help="batch sizes of the baseline, comma-separated")
+    parser.add_argument("--option-batches", type=integers, default=[64, 128],
+                        help="batch sizes at which each option is timed")
+    parser.add_argument("--replay-ratio", type=float, default=8.0,
+                        help="samples learned per agent step, for the steps/s column")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="the loss runs eagerly, not compiled (smoke runs: no warm-up)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    # One graph per batch size and option: more than the default limit of 8, past which
+    # torch.compile would quietly run the loss eagerly.
+    torch._dynamo.config.recompile_limit = 64
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
+    start = time.perf_counter()
+    memory, num_actions = filled_memory(args.fill_steps, args.threads, args.seed)
+    print(f"replay memory: {len(memory):,} transitions in {time.perf_counter() - start:.0f} s; "
+          f"torch threads {args.threads}, bf16 {bf16_pays_off(torch.device('cpu'))}",
+          flush=True)
+    variants = [("baseline", batch) for batch in args.batches]
+    variants += [(name, batch) for batch in args.option_batches for name in OPTIONS
+                 if name != "baseline"]
+    print(f"{'variant':<16}{'batch':>6}{'sample ms':>11}{'update ms':>11}{'total ms':>10}"
+          f"{'samples/s':>11}{'steps/s':>9}", flush=True)
+    rows: list[dict[str, Any]] = []
+    for name, batch in variants:
+        sample, update = time_updates(memory, num_actions, batch, OPTIONS[name],
+                                      args.updates, args.warmup, args.seed,
+                                      not args.no_compile)
+        total = sample + update
+        rows.append({"variant": name, "batch_size": batch, "sample_ms": round(sample * 1e3, 2),
+                     "update_ms": round(update * 1e3, 2), "total_ms": round(total * 1e3, 2),
+                     "samples_per_s": round(batch / total),
+                     "agent_steps_per_s": round(batch / total / args.replay_ratio)})
+        print(f"{name:<16}{batch:>6}{sample * 1e3:>11.2f}{update * 1e3:>11.2f}"
+              f"{total * 1e3:>10.2f}{batch / total:>11,.0f}"
+              f"{batch / total / args.replay_ratio:>9,.0f}", flush=True)
+    print(json.dumps({"benchmark": "dqn_update", "threads": args.threads,
+                      "bf16": bf16_pays_off(torch.device("cpu")),
+                      "fill_steps": args.fill_steps, "updates": args.updates,
+                      "warmup": args.warmup, "replay_ratio": args.replay_ratio,
+                      "compiled_loss": not args.no_compile,
+                      "seconds": round(time.perf_counter() - start), "variants": rows}))
+
+
+if __name__ == "__main__":
+    main()
