@@ -51,6 +51,31 @@ def test_a_ppo_policy_file_plays_through_the_same_policy_api(tmp_path):
     assert policy.act(obs, sample=True).shape == (2,)
 
 
+class FixedPolicy(torch.nn.Module):
+    """The same logits for every observation."""
+
+    def __init__(self, logits: list[float]):
+        super().__init__()
+        self.logits = torch.tensor(logits)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.logits.expand(len(obs), -1), torch.zeros(len(obs))
+
+
+def test_actions_are_drawn_with_the_policys_probabilities():
+    """The Gumbel-max draw: frequencies over 100,000 draws within 0.01 of the softmax, and
+    the log-probability kept for each action is the policy's."""
+    agent = PPOAgent(tiny_config(), 4, torch.device("cpu"))
+    agent.network = FixedPolicy([2.0, 0.0, -1.0, 0.5])  # type: ignore[assignment]
+    draws = 100_000
+    uniform = torch.rand(draws, 4, generator=agent._sampling)
+    actions, log_prob, _ = agent._draw(torch.zeros(draws, 1), uniform)
+    expected = torch.softmax(agent.network.logits, 0)
+    frequencies = torch.bincount(actions, minlength=4) / draws
+    torch.testing.assert_close(frequencies, expected, atol=0.01, rtol=0)
+    torch.testing.assert_close(log_prob, expected.log()[actions])
+
+
 def test_the_rollout_keeps_what_the_policy_said_when_it_acted():
     config = tiny_config(n_steps=3)
     agent = PPOAgent(config, CueTask.num_actions, torch.device("cpu"))
