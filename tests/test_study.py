@@ -77,6 +77,13 @@ def test_builtin_studies_load_and_follow_the_write_up():
     for config in settings.values():  # the published code: RMSprop, argmax, 0.5 x half the error
         assert (config.optimizer, config.action_selection, config.value_coef) == (
             "rmsprop", "argmax", 0.25)
+    sticky = load_spec("sticky-training")
+    assert sticky.protocols[0] == "sticky"  # scored where the agents differ
+    assert all(t.protocols == ("sticky", "epsilon", "greedy") for t in sticky.trials())
+    assert sorted(cfg.resolve(None, c.preset, c.overrides).sticky_action_prob
+                  for c in sticky.configurations) == [0.0, 0.25]
+    dqn = load_spec("dqn-sample-efficiency")
+    assert {cfg.resolve(None, c.preset, c.overrides).algo for c in dqn.configurations} == {"dqn"}
 
 
 def test_a_trials_command_line_gives_the_config_the_spec_resolves_to(tmp_path):
@@ -111,6 +118,10 @@ def test_a_trials_command_line_gives_the_config_the_spec_resolves_to(tmp_path):
     ("[[configurations]]\nname = 'a'\npreset = 'a2c'\noverrides = { num_envs = 0 }\n",
      "--num-envs must be at least 1"),
     ("steps = [1\n", "cannot read the study"),
+    ("protocols = ['noisy']\n[[configurations]]\nname = 'a'\npreset = 'a2c'\n",
+     "protocols must be a list of different evaluation protocols"),
+    ("protocols = []\n[[configurations]]\nname = 'a'\npreset = 'a2c'\n",
+     "protocols must be a list"),
 ])
 def test_a_bad_spec_is_one_line_exit_2_and_nothing_started(tmp_path, capsys, body, complaint):
     spec = tmp_path / "bad.toml"
@@ -151,8 +162,8 @@ def finished_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     out = root / "study"
     lines: list[str] = []
-    code = run_study(load_spec(str(tiny_spec(root / "tiny.toml"))), out, None,
-                     summary_every_s=5.0, write=lines.append)
+    spec = tiny_spec(root / "tiny.toml", extra='protocols = ["greedy", "epsilon"]')
+    code = run_study(load_spec(str(spec)), out, None, summary_every_s=5.0, write=lines.append)
     return out, code, lines
 
 
@@ -171,6 +182,8 @@ def test_a_study_runs_every_trial_and_aggregates(finished_study):
         trial = json.loads((run_dir / TRIAL_FILE).read_text())
         evaluation = json.loads((run_dir / EVALUATION_FILE).read_text())
         assert trial["score"] == evaluation["mean"] and evaluation["games"] == 1
+        assert list(evaluation["protocols"]) == ["greedy", "epsilon"]  # the first is the score
+        assert evaluation["protocols"]["greedy"]["mean"] == evaluation["mean"]
         assert Path(trial["log"]) == out / LOGS_DIR / f"{run}.log"
         assert "atari-rl train --run-dir" in Path(trial["log"]).read_text()
     aggregate = json.loads((out / "aggregate.json").read_text())

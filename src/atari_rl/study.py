@@ -8,6 +8,7 @@ file, or the name of one shipped in `atari_rl/studies/`:
     name = "n-study"
     steps = 1_000_000      # agent steps per trial
     games = 30             # evaluation games per trial
+    protocols = ["epsilon"]  # evaluation protocols; the first is the study's score
     seeds = [0, 1, 2]
     game = ["breakout"]    # Atari games, crossed with the configurations and seeds
 
@@ -32,6 +33,7 @@ from typing import Any
 
 from atari_rl import config as cfg
 from atari_rl.algorithms import presets
+from atari_rl.evaluation import PROTOCOLS
 
 BUILTIN_DIR = Path(__file__).parent / "studies"
 DEFAULT_OUT = Path("runs")  # a study named NAME goes to runs/study-NAME by default
@@ -61,6 +63,7 @@ class Trial:
     seed: int
     steps: int
     eval_games: int
+    protocols: tuple[str, ...] = ("epsilon",)  # played after training; the first is the score
 
     def train_args(self, spec: StudySpec) -> list[str]:
         """The `atari-rl train` options of a new run of this trial (without --run-dir)."""
@@ -87,6 +90,9 @@ class StudySpec:
     seeds: list[int]
     steps: int  # agent steps per trial (a configuration may override it)
     games: int = 30  # evaluation games per trial (`atari-rl evaluate --games`)
+    # `atari-rl evaluate --protocols`: the first one is the trial's score, the others are
+    # kept in each run's evaluation.json (a sticky-action study scores under "sticky")
+    protocols: list[str] = field(default_factory=lambda: ["epsilon"])
     game: list[str] = field(default_factory=lambda: ["breakout"])
     description: str = ""
     cpus_per_trial: int = 1  # the trial's torch and emulator threads; Ray packs by this
@@ -102,7 +108,8 @@ class StudySpec:
         """Every trial, configuration by configuration, then game, then seed."""
         return [
             Trial(run=f"{c.name}-{game}-seed{seed}", configuration=c.name, game=game, seed=seed,
-                  steps=int(c.overrides.get("steps", self.steps)), eval_games=self.games)
+                  steps=int(c.overrides.get("steps", self.steps)), eval_games=self.games,
+                  protocols=tuple(self.protocols))
             for c in self.configurations for game in self.game for seed in self.seeds
         ]
 
@@ -158,6 +165,7 @@ def parse_spec(data: dict[str, Any], default_name: str) -> StudySpec:
         seeds=data.get("seeds", [0, 1, 2]),
         steps=data.get("steps", 1_000_000),
         games=data.get("games", 30),
+        protocols=data.get("protocols", ["epsilon"]),
         game=[game] if isinstance(game, str) else game,
         description=data.get("description", ""),
         cpus_per_trial=data.get("cpus_per_trial", 1),
@@ -176,6 +184,11 @@ def validate(spec: StudySpec) -> None:
              "seeds must be a non-empty list of different integers, e.g. --seeds 0,1,2")
     _require(_positive_int(spec.steps), "steps must be a positive number of agent steps")
     _require(_positive_int(spec.games), "games (evaluation games per trial) must be at least 1")
+    _require(isinstance(spec.protocols, list) and spec.protocols
+             and all(p in PROTOCOLS for p in spec.protocols)
+             and len(set(spec.protocols)) == len(spec.protocols),
+             f"protocols must be a list of different evaluation protocols, the first being "
+             f"the study's score (known: {', '.join(PROTOCOLS)})")
     _require(_positive_int(spec.cpus_per_trial), "cpus_per_trial must be a positive integer")
     _require(spec.gpus_per_trial is None or (isinstance(spec.gpus_per_trial, int | float)
                                              and spec.gpus_per_trial >= 0),

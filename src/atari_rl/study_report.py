@@ -54,7 +54,9 @@ def build_study_report(study: Study, stats: dict[str, Any] | None = None,
         f"{counts['pending']} pending.</p>",
         "<h2>Configurations</h2>", _configurations(study),
         "<h2>Final scores</h2>",
-        _hint(f"Each trial's score is the mean of its evaluation games. Over the seeds: mean, "
+        _hint(f"Each trial's score is the mean of its evaluation games under the "
+              f"{_e(study.spec.get('protocols', ['epsilon'])[0])} protocol "
+              f"(`atari-rl evaluate`). Over the seeds: mean, "
               f"median and IQM (the mean of the middle half), each with its "
               f"{CONFIDENCE:.0%} stratified bootstrap interval ({stats['reps']:,} samples, "
               f"seed {stats['seed']})."),

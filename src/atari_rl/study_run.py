@@ -101,6 +101,7 @@ def plan(spec: StudySpec, study_dir: Path) -> dict[str, Any]:
 def _signature(trial: dict[str, Any], configurations: dict[str, dict[str, Any]]) -> str:
     configuration = configurations[trial["configuration"]]
     return json.dumps([trial["game"], trial["seed"], trial["steps"], trial["eval_games"],
+                       trial.get("protocols", ["epsilon"]),  # not in studies before it
                        configuration["preset"], configuration["overrides"]], sort_keys=True)
 
 
@@ -185,7 +186,8 @@ class _TrialRunner:
         return self._command(command, lock_fd, phase="training")
 
     def _evaluate(self, lock_fd: int) -> str | None:
-        return self._command(["evaluate", str(self.run_dir), "--protocols", "epsilon",
+        return self._command(["evaluate", str(self.run_dir),
+                              "--protocols", ",".join(self.trial.protocols),
                               "--games", str(self.trial.eval_games), "--seed", str(self.trial.seed),
                               "--env-threads", str(self.task.cpus)], lock_fd, phase="evaluating")
 
