@@ -31,6 +31,10 @@ class A2CConfig(RunConfig):
     """Synchronous advantage actor-critic (Mnih et al. 2016, the synchronous form of A3C)."""
 
     algo: str = "a2c"
+    # ALE/v5's default (Machado et al. 2018). Trained with it, the shipped agent scores more
+    # under every protocol at equal steps, with them (273 against 77) and without (321
+    # against 270): README, "Sticky actions". The write-up's seed-* presets keep 0.
+    sticky_action_prob: float = 0.25
     n_steps: int | str = 5  # N-step returns: a positive integer, or "episode" (Monte Carlo)
     max_rollout_steps: int = 2_000  # bounds memory when n_steps is "episode"
     gamma: float = 0.99  # discount factor
@@ -75,7 +79,8 @@ def parse_n_steps(text: str | int) -> int | str:
 
 
 def _seed_study(n_steps: int | str) -> Preset:
-    """The write-up's study: entropy 0.1, critic 0.5, argmax actions, linear decay."""
+    """The write-up's study: entropy 0.1, critic 0.5, argmax actions, linear decay, and no
+    sticky actions."""
     return Preset(
         name=f"seed-n{'inf' if n_steps == EPISODE else n_steps}",
         algo="a2c",
@@ -86,12 +91,14 @@ def _seed_study(n_steps: int | str) -> Preset:
             "value_coef": 0.5,
             "action_selection": "argmax",
             "lr_schedule": "linear",
+            "sticky_action_prob": 0.0,  # the write-up trained on a deterministic emulator
         },
     )
 
 
 PRESETS = (
-    Preset("a2c", "a2c", "best known A2C settings for Breakout (the default)", {}),
+    Preset("a2c", "a2c", "best known A2C settings for Breakout (the default), trained with "
+           "ALE/v5's sticky actions (0.25)", {}),
     *(_seed_study(n) for n in (5, 20, 50, 100, EPISODE)),
 )
 
