@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atari_rl.dqn import DQNAgent, DQNConfig
+from atari_rl.dqn import DQNAgent, DQNConfig, replay_memory
 from atari_rl.envs import AtariPipeline
 from atari_rl.networks import bf16_pays_off
 from atari_rl.replay import ReplayMemory
@@ -56,9 +56,7 @@ def filled_memory(steps: int, threads: int, seed: int) -> tuple[ReplayMemory, in
     """A `dqn-fast` replay memory after `steps` agent steps of uniformly random actions;
     also the game's number of actions."""
     config = DQNConfig(env_threads=threads, seed=seed)
-    memory = ReplayMemory(config.buffer_size, config.num_envs,
-                          frame_stack=config.env_config().frame_stack, n_step=config.n_steps,
-                          gamma=config.gamma, codec=config.replay_codec, seed=seed)
+    memory = replay_memory(config)
     env = AtariPipeline(config.env_config())
     try:
         rng = np.random.default_rng(seed)

@@ -21,11 +21,11 @@ from torch import nn
 from atari_rl import cli
 from atari_rl.checkpoints import load_checkpoint, load_tensors, save_checkpoint
 from atari_rl.config import resolve
-from atari_rl.dqn import DQNAgent, DQNConfig, epsilon, q_values, td_loss
+from atari_rl.dqn import DQNAgent, DQNConfig, epsilon, q_values, replay_memory, td_loss
 from atari_rl.envs import Episode, Step
 from atari_rl.maths import double_dqn_targets
 from atari_rl.networks import QNetwork
-from atari_rl.replay import Batch, ReplayMemory
+from atari_rl.replay import Batch
 from atari_rl.run_files import FINAL_POLICY
 from atari_rl.training import train
 
@@ -409,8 +409,7 @@ def test_prefetched_batches_are_those_sampled_one_update_earlier() -> None:
     config = tiny_config(prefetch=True, learning_starts=16, batch_size=4, train_freq=4,
                          epsilon_start=1.0, epsilon_end=1.0)
     agent, env, obs = started_agent(config)
-    reference = ReplayMemory(config.buffer_size, config.num_envs, n_step=config.n_steps,
-                             gamma=config.gamma, seed=config.seed)
+    reference = replay_memory(config)  # a second memory, sampled the plain way
     reference.observe_reset(obs)
     learned: list[Batch] = []
     update = agent.update

@@ -121,6 +121,13 @@ PRESETS = (
 )
 
 
+def replay_memory(config: DQNConfig) -> ReplayMemory:
+    """The empty replay memory of a run with this config."""
+    return ReplayMemory(config.buffer_size, config.num_envs,
+                        frame_stack=config.env_config().frame_stack, n_step=config.n_steps,
+                        gamma=config.gamma, codec=config.replay_codec, seed=config.seed)
+
+
 def check_machine(config: DQNConfig) -> None:
     """Before a run starts: refuse a replay memory this machine cannot hold. Not part of
     validate(), so that a saved config reads back on a smaller machine."""
@@ -178,15 +185,7 @@ class DQNAgent:
                                           lr=config.learning_rate if self._lr is None
                                           else self._lr,
                                           eps=config.optimizer_eps, fused=True)
-        self.memory = ReplayMemory(
-            config.buffer_size,
-            config.num_envs,
-            frame_stack=config.env_config().frame_stack,
-            n_step=config.n_steps,
-            gamma=config.gamma,
-            codec=config.replay_codec,
-            seed=config.seed,
-        )
+        self.memory = replay_memory(config)
         self.lr_scale = 1.0  # lowered by the training loop when it rolls back a collapse
         self.updates = 0
         self.target_syncs = 0

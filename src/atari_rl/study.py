@@ -41,6 +41,8 @@ STUDY_FILE = "study.json"  # a study directory's description of itself
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # safe as a directory name
 # Decided by the study itself, not by a configuration's overrides.
 STUDY_OWNED = {"algo", "preset", "seed", "game"}
+# What a trial's score is unless the spec says otherwise: `atari-rl evaluate`'s headline
+DEFAULT_PROTOCOLS = ("epsilon",)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Trial:
     seed: int
     steps: int
     eval_games: int
-    protocols: tuple[str, ...] = ("epsilon",)  # played after training; the first is the score
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS  # played after training; the first scores
 
     def train_args(self, spec: StudySpec) -> list[str]:
         """The `atari-rl train` options of a new run of this trial (without --run-dir)."""
@@ -92,7 +94,7 @@ class StudySpec:
     games: int = 30  # evaluation games per trial (`atari-rl evaluate --games`)
     # `atari-rl evaluate --protocols`: the first one is the trial's score, the others are
     # kept in each run's evaluation.json (a sticky-action study scores under "sticky")
-    protocols: list[str] = field(default_factory=lambda: ["epsilon"])
+    protocols: list[str] = field(default_factory=lambda: list(DEFAULT_PROTOCOLS))
     game: list[str] = field(default_factory=lambda: ["breakout"])
     description: str = ""
     cpus_per_trial: int = 1  # the trial's torch and emulator threads; Ray packs by this
@@ -165,7 +167,7 @@ def parse_spec(data: dict[str, Any], default_name: str) -> StudySpec:
         seeds=data.get("seeds", [0, 1, 2]),
         steps=data.get("steps", 1_000_000),
         games=data.get("games", 30),
-        protocols=data.get("protocols", ["epsilon"]),
+        protocols=data.get("protocols", list(DEFAULT_PROTOCOLS)),
         game=[game] if isinstance(game, str) else game,
         description=data.get("description", ""),
         cpus_per_trial=data.get("cpus_per_trial", 1),

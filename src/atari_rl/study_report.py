@@ -18,6 +18,7 @@ from atari_rl.checkpoints import atomic_write
 from atari_rl.metrics import format_duration
 from atari_rl.report import READY_SCRIPT, STYLE, _e, _figures, _hint, _table
 from atari_rl.run_files import REPORT_FILE
+from atari_rl.study import DEFAULT_PROTOCOLS
 from atari_rl.study_plots import render_study_figures
 from atari_rl.study_stats import (
     CONFIDENCE,
@@ -55,7 +56,7 @@ def build_study_report(study: Study, stats: dict[str, Any] | None = None,
         "<h2>Configurations</h2>", _configurations(study),
         "<h2>Final scores</h2>",
         _hint(f"Each trial's score is the mean of its evaluation games under the "
-              f"{_e(study.spec.get('protocols', ['epsilon'])[0])} protocol "
+              f"{_e(study.spec.get('protocols', DEFAULT_PROTOCOLS)[0])} protocol "
               f"(`atari-rl evaluate`). Over the seeds: mean, "
               f"median and IQM (the mean of the middle half), each with its "
               f"{CONFIDENCE:.0%} stratified bootstrap interval ({stats['reps']:,} samples, "

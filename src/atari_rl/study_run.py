@@ -50,7 +50,7 @@ from atari_rl.run_files import (
     METRICS_FILE,
     TRIAL_FILE,
 )
-from atari_rl.study import StudySpec, Trial, spec_from_dict
+from atari_rl.study import DEFAULT_PROTOCOLS, StudySpec, Trial, spec_from_dict
 from atari_rl.study_stats import RUNS_DIR, STUDY_FILE
 
 LOGS_DIR = "logs"  # one log per trial, beside runs/: a run directory holds only what a run writes
@@ -101,7 +101,7 @@ def plan(spec: StudySpec, study_dir: Path) -> dict[str, Any]:
 def _signature(trial: dict[str, Any], configurations: dict[str, dict[str, Any]]) -> str:
     configuration = configurations[trial["configuration"]]
     return json.dumps([trial["game"], trial["seed"], trial["steps"], trial["eval_games"],
-                       trial.get("protocols", ["epsilon"]),  # not in studies before it
+                       trial.get("protocols", list(DEFAULT_PROTOCOLS)),  # not in older studies
                        configuration["preset"], configuration["overrides"]], sort_keys=True)
 
 
