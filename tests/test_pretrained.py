@@ -1,6 +1,8 @@
-"""The shipped agent: it loads by name and plays Breakout through gymnasium's own wrappers,
-exactly as the README's example does."""
+"""The shipped agents: each loads by name, and evaluate, record and report take it with
+--pretrained; the A2C agent plays Breakout through gymnasium's own wrappers, exactly as the
+README's example does."""
 
+import json
 import re
 from pathlib import Path
 
@@ -8,11 +10,22 @@ import numpy as np
 import pytest
 
 import atari_rl
+from atari_rl.algorithms import PROBABILITIES, Q_VALUES
 from atari_rl.cli import main
 from atari_rl.policy import PRETRAINED_ROOT
+from atari_rl.run_files import REPORT_FILE, VIDEO_INFO_FILE
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-NAME = "breakout-a2c"
+NAME = "breakout-a2c"  # the README example's agent
+SHIPPED = {"breakout-a2c": ("a2c", PROBABILITIES), "breakout-dqn": ("dqn", Q_VALUES)}
+
+
+def _shipped(name: str):
+    return pytest.param(name, marks=pytest.mark.skipif(
+        not (PRETRAINED_ROOT / name).is_dir(), reason=f"pretrained/{name} is not in this checkout"))
+
+
+EVERY_AGENT = pytest.mark.parametrize("name", [_shipped(name) for name in SHIPPED])
 pytestmark = pytest.mark.skipif(not (PRETRAINED_ROOT / NAME).is_dir(),
                                 reason="pretrained/breakout-a2c is not in this checkout")
 
@@ -31,9 +44,10 @@ def test_the_readme_example_plays_with_the_shipped_agent(capsys):
     assert score >= 5, "the shipped agent should break bricks within 400 steps"
 
 
-def test_load_policy_by_name_maps_stacks_to_actions():
-    policy = atari_rl.load_policy(NAME)
-    assert (policy.algo, policy.game, policy.num_actions) == ("a2c", "breakout", 4)
+@EVERY_AGENT
+def test_load_policy_by_name_maps_stacks_to_actions(name):
+    policy = atari_rl.load_policy(name)
+    assert (policy.algo, policy.game, policy.num_actions) == (SHIPPED[name][0], "breakout", 4)
     obs = np.zeros((3, 4, 84, 84), dtype=np.uint8)
     for actions in (policy.act(obs), policy.act(obs, greedy=False), policy.act(obs, sample=True)):
         assert actions.shape == (3,) and actions.dtype == np.int64
@@ -46,11 +60,31 @@ def test_unknown_pretrained_name_is_one_line(capsys):
     assert "unknown pretrained agent 'pong-a2c'" in err and NAME in err
 
 
-def test_evaluate_pretrained_writes_under_runs(tmp_path, monkeypatch, capsys):
+@EVERY_AGENT
+def test_evaluate_pretrained_writes_under_runs(name, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["evaluate", "--pretrained", NAME, "--games", "2", "--num-envs", "2",
+    assert main(["evaluate", "--pretrained", name, "--games", "2", "--num-envs", "2",
                  "--max-frames", "2000"]) == 0
-    assert (tmp_path / f"runs/pretrained-{NAME}/evaluation.json").is_file()
+    result = json.loads((tmp_path / f"runs/pretrained-{name}/evaluation.json").read_text())
+    assert len(result["scores"]) == 2 and result["source"] == f"pretrained/{name}"
+
+
+@EVERY_AGENT
+def test_record_pretrained_draws_the_agents_own_values(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["record", "--pretrained", name, "--scale", "1", "--max-frames", "120"]) == 0
+    info = json.loads((tmp_path / f"runs/pretrained-{name}" / VIDEO_INFO_FILE).read_text())
+    assert info["values"] == SHIPPED[name][1] and info["source"] == f"pretrained/{name}"
+    assert info["frames"] == info["games"][0]["frames"] > 120
+
+
+@EVERY_AGENT
+def test_report_pretrained_shows_its_training_and_evaluation(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--pretrained", name]) == 0
+    page = (tmp_path / f"runs/pretrained-{name}" / REPORT_FILE).read_text()
+    assert "trained policy" in page and "random policy" in page  # the shipped evaluations
+    assert page.count("data:image/png;base64,") >= 6  # the shipped figures
 
 
 def _strings(value: object) -> list[str]:
@@ -64,16 +98,12 @@ def _strings(value: object) -> list[str]:
 
 
 def test_shipped_files_hold_no_absolute_path_of_the_machine_they_were_made_on():
-    import json
-
     for path in sorted(PRETRAINED_ROOT.glob("*/*.json")):
         absolute = [s for s in _strings(json.loads(path.read_text())) if s.startswith("/")]
         assert absolute == [], path
 
 
 def test_evaluate_records_what_it_played_without_an_absolute_path(tmp_path, monkeypatch):
-    import json
-
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "evaluation.json"
     assert main(["evaluate", "--pretrained", NAME, "--games", "1", "--num-envs", "1",

@@ -1,7 +1,8 @@
 """Package a trained run as a shipped agent in pretrained/NAME/.
 
-    python tools/ship_pretrained.py RUN_DIR [--checkpoint step-N] [--name breakout-a2c]
+    python tools/ship_pretrained.py RUN_DIR [--checkpoint step-N] --name breakout-dqn
 
+Any algorithm: the policy is read with `load_policy`, which knows every registered network.
 Copies the policy (network weights only, safetensors with its algo/game/num_actions
 metadata), the resolved config, metrics.csv, games.csv and events.csv; then draws the
 figures, plays the 100-game evaluation and the random baseline, and records a short GIF
@@ -16,17 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from atari_rl.checkpoints import (
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    FINAL_POLICY,
-    load_checkpoint,
-    read_json,
-    save_tensors,
-    without_prefix,
-)
+from atari_rl.checkpoints import CHECKPOINT_DIR, CONFIG_FILE, FINAL_POLICY, read_json, save_tensors
 from atari_rl.config import from_dict
-from atari_rl.policy import PRETRAINED_ROOT
+from atari_rl.policy import PRETRAINED_ROOT, load_policy
 from atari_rl.training import policy_metadata
 
 
@@ -38,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--checkpoint", default=None, help="a checkpoint name; default: final")
-    parser.add_argument("--name", default="breakout-a2c")
+    parser.add_argument("--name", required=True, help="e.g. breakout-a2c, breakout-dqn")
     parser.add_argument("--games", type=int, default=100)
     args = parser.parse_args()
 
@@ -46,10 +39,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = from_dict(read_json(args.run_dir / CONFIG_FILE))
     if args.checkpoint:
-        tensors, _ = load_checkpoint(args.run_dir / CHECKPOINT_DIR / args.checkpoint)
-        num_actions = tensors["network.policy.weight"].shape[0]
-        save_tensors(out / FINAL_POLICY, without_prefix("network", tensors),
-                     policy_metadata(config, num_actions))
+        policy = load_policy(args.run_dir / CHECKPOINT_DIR / args.checkpoint)
+        save_tensors(out / FINAL_POLICY, policy.network.state_dict(),
+                     policy_metadata(config, policy.num_actions))
     else:
         shutil.copy(args.run_dir / FINAL_POLICY, out / FINAL_POLICY)
     for name in (CONFIG_FILE, "metrics.csv", "games.csv", "events.csv"):

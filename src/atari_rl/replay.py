@@ -338,12 +338,15 @@ class ReplayMemory:
                                     return_inverse=True)
         envs, slots = np.divmod(unique, self.slots)
         records = self._meta[envs, slots]
-        data = b"".join(
-            self._decode(self._arena[e, offset:offset + length])
-            for e, offset, length in zip(envs.tolist(), records["offset"].tolist(),
-                                         records["length"].tolist(), strict=True)
-        )
-        frames = np.frombuffer(data, np.uint8).reshape(-1, *FRAME_SHAPE)
+        # Each frame is written straight into its row: joining the decompressed bytes
+        # first cost as much again as decompressing them (15 against 6.5 ms for 1,700
+        # frames, a batch of 256 with 3-step returns).
+        frames = np.empty((len(unique), *FRAME_SHAPE), np.uint8)
+        flat = memoryview(frames.reshape(-1))
+        for start, e, offset, length in zip(range(0, frames.size, FRAME_BYTES), envs.tolist(),
+                                            records["offset"].tolist(),
+                                            records["length"].tolist(), strict=True):
+            flat[start:start + FRAME_BYTES] = self._decode(self._arena[e, offset:offset + length])
         return frames, inverse.reshape(idx.shape)
 
     def _decode(self, data: np.ndarray) -> bytes | np.ndarray:
