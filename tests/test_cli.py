@@ -1,10 +1,11 @@
 """The command line: bad input gives one line, exit code 2, and writes nothing."""
 
+import dataclasses
 import json
 
 import pytest
 
-from atari_rl.cli import main
+from atari_rl.cli import field_comments, main
 from atari_rl.run_files import CONFIG_FILE
 
 
@@ -65,3 +66,23 @@ def test_train_help_gives_each_algorithm_its_own_default(capsys):
     assert "--gamma GAMMA discount factor (default 0.99)" in help_text
     # the meaning is the field's comment in its dataclass
     assert "--clip-schedule CLIP_SCHEDULE constant, or linear: the clip range decays" in help_text
+    # a comment block above a field is that field's, not the field before it's
+    assert ("--keep-checkpoints KEEP_CHECKPOINTS the newest ones kept, besides the "
+            "best-scoring one (default 3) --exact-resume") in help_text
+    assert "--exact-resume, --no-exact-resume Restart every game at each checkpoint" in help_text
+
+
+@dataclasses.dataclass
+class _Commented:
+    first: int = 1  # said beside it,
+    # and continued below it
+    second: int = 2  # said beside it too
+    # said above it
+    third: int = 3
+    fourth: int = 4
+
+
+def test_field_comments_read_beside_below_and_above_a_field():
+    assert field_comments(_Commented) == {"first": "said beside it, and continued below it",
+                                          "second": "said beside it too",
+                                          "third": "said above it"}

@@ -31,9 +31,10 @@ class A2CConfig(RunConfig):
     """Synchronous advantage actor-critic (Mnih et al. 2016, the synchronous form of A3C)."""
 
     algo: str = "a2c"
-    # ALE/v5's default (Machado et al. 2018). Trained with it, the shipped agent scores more
-    # under every protocol at equal steps, with them (273 against 77) and without (321
-    # against 270): README, "Sticky actions". The write-up's seed-* presets keep 0.
+    # Sticky actions 0.25, ALE/v5's default (Machado et al. 2018): trained with them, the
+    # shipped agent scores more under every protocol at equal steps, with them (273 against
+    # 77) and without (321 against 270): README, "Sticky actions". The write-up's seed-*
+    # presets keep 0.
     sticky_action_prob: float = 0.25
     n_steps: int | str = 5  # N-step returns: a positive integer, or "episode" (Monte Carlo)
     max_rollout_steps: int = 2_000  # bounds memory when n_steps is "episode"

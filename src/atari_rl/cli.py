@@ -89,8 +89,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def field_comments(config_class: type) -> dict[str, str]:
-    """The comment after each field of a dataclass and of its bases: what the field means,
-    written once beside it, and shown by --help."""
+    """The comment of each field of a dataclass and of its bases: what the field means,
+    written once beside it, and shown by --help. A comment block above a field that has no
+    comment of its own is that field's; below a commented field, it continues that one."""
     import inspect
     import re
 
@@ -98,19 +99,23 @@ def field_comments(config_class: type) -> dict[str, str]:
     for klass in reversed(config_class.__mro__):
         if not dataclasses.is_dataclass(klass):
             continue
-        lines = inspect.getsource(klass).splitlines()
-        for i, line in enumerate(lines):
-            match = re.match(r"\s+(\w+): [^=]+=.*?#\s?(.*)$", line)
-            if match is None:
+        block: list[str] = []  # full-line comments not yet given to a field
+        last = None  # the field above them, if it had a comment
+        for line in inspect.getsource(klass).splitlines():
+            comment = re.match(r"\s+#\s?(.*)$", line)
+            if comment is not None:
+                block.append(comment.group(1))
                 continue
-            text = match.group(2)
-            for follow in lines[i + 1:]:  # a comment continued on the lines below
-                more = re.match(r"\s+#\s?(.*)$", follow)
-                if more is None:
-                    break
-                text += " " + more.group(1)
-            comments[match.group(1)] = text.replace("%", "%%")
-    return comments
+            field = re.match(r"\s+(\w+): [^=]+=[^#]*(?:#\s?(.*))?$", line)
+            if field is not None and field.group(2) is None and block:
+                comments[field.group(1)] = " ".join(block)
+            elif block and last is not None:
+                comments[last] += " " + " ".join(block)
+            block = []
+            last = field.group(1) if field is not None and field.group(2) is not None else None
+            if last is not None:
+                comments[last] = field.group(2)
+    return {name: text.replace("%", "%%") for name, text in comments.items()}
 
 
 def _default_help(name: str) -> str:

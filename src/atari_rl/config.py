@@ -33,7 +33,7 @@ class RunConfig:
     life_loss_ends_episode: bool = True
     fire_after_life_loss: bool = True
     repeat_first_frame: bool = True
-    sticky_action_prob: float = 0.0
+    sticky_action_prob: float = 0.0  # the chance that the emulator repeats the last action
     log_every: int = 10_000  # agent steps between rows of metrics.csv
     checkpoint_every: int = 500_000  # agent steps between checkpoints
     keep_checkpoints: int = 3  # the newest ones kept, besides the best-scoring one
