@@ -8,9 +8,10 @@ action, the target network values it, `maths.double_dqn_targets`), Huber loss an
 The target network is a copy of the online one, refreshed every `target_update` agent
 steps; actions are epsilon-greedy with epsilon decaying linearly.
 
-Speed on a small CPU (benchmarks/dqn_breakout.py): observations stay uint8 until inside
-the network; acting runs under `torch.inference_mode` and skips the network when every
-env explores; the whole loss (the online and target forwards of the next states and the
+Speed on a small CPU (benchmarks/dqn_breakout.py, benchmarks/dqn_loop.py): observations
+stay uint8 until inside the network, and reach it channels_last (`networks.channels_last`);
+acting runs under `torch.inference_mode` and skips the network when every env explores;
+the whole loss (the online and target forwards of the next states and the
 online forward of the states) is one `torch.compile`d graph; the torso runs under bf16
 autocast where the CPU computes bf16 natively, the Q heads in fp32; Adam is the fused one.
 With several envs, `train_freq` still counts agent steps, so 8 envs and `train_freq` 8
@@ -45,7 +46,13 @@ from atari_rl.checkpoints import (
 from atari_rl.config import Preset, RunConfig, require
 from atari_rl.envs import Step
 from atari_rl.maths import double_dqn_targets, linear_schedule
-from atari_rl.networks import QNetwork, bf16_autocast, bf16_pays_off, q_network_from
+from atari_rl.networks import (
+    QNetwork,
+    bf16_autocast,
+    bf16_pays_off,
+    channels_last,
+    q_network_from,
+)
 from atari_rl.plots import FigureSpec, Panel
 from atari_rl.replay import Batch, Draw, ReplayMemory, check_capacity, check_fits
 
@@ -271,7 +278,7 @@ class DQNAgent:
 
     @torch.inference_mode()
     def greedy(self, obs: np.ndarray) -> np.ndarray:
-        return self._act_forward(torch.from_numpy(obs).to(self.device)).cpu().numpy()
+        return self._act_forward(channels_last(torch.from_numpy(obs).to(self.device))).cpu().numpy()
 
     def _greedy_q(self, obs: torch.Tensor) -> torch.Tensor:
         return q_values(self.network, obs, self.bf16).argmax(dim=1)
@@ -355,6 +362,7 @@ class DQNAgent:
         tensors = (torch.from_numpy(a).to(self.device) for a in
                    (batch.obs, batch.actions, batch.returns, batch.next_obs, batch.discounts))
         obs, actions, returns, next_obs, discounts = tensors
+        obs, next_obs = channels_last(obs), channels_last(next_obs)
         loss, q_taken, targets = self._loss(self.network, self.target, obs, actions, returns,
                                             next_obs, discounts, self.bf16)
         self.optimizer.zero_grad(set_to_none=True)
