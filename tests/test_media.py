@@ -39,7 +39,7 @@ def test_the_pipeline_over_the_screen_emulator_equals_it_over_ale_pys_vector_env
     emulator = ScreenEmulator(config, on_frame=frames.append)
     vector, screen = AtariPipeline(config), AtariPipeline(config, emulator=emulator)
     try:
-        assert screen.action_meanings == vector.action_meanings
+        assert screen.action_names == vector.action_names
         assert np.array_equal(vector.reset(), screen.reset())
         rng = np.random.default_rng(0)
         games, forced_fires, capped = [], 0, 0

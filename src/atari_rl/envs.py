@@ -94,9 +94,9 @@ def game_id(name: str) -> str:
     return snake
 
 
-def needs_fire(action_meanings: list[str]) -> bool:
+def needs_fire(action_names: list[str]) -> bool:
     """Games whose ball must be launched have FIRE as action 1 (the rule of DeepMind's wrappers)."""
-    return len(action_meanings) >= 3 and action_meanings[FIRE] == "FIRE"
+    return len(action_names) >= 3 and action_names[FIRE] == "FIRE"
 
 
 class Emulator(Protocol):
@@ -149,9 +149,9 @@ class AtariPipeline:
         self.config = config
         self.num_envs = config.num_envs
         self._env: Emulator = emulator if emulator is not None else _VectorEmulator(config)
-        self.action_meanings = list(self._env.action_names)
-        self.num_actions = len(self.action_meanings)
-        self._fire = config.fire_after_life_loss and needs_fire(self.action_meanings)
+        self.action_names = list(self._env.action_names)
+        self.num_actions = len(self.action_names)
+        self._fire = config.fire_after_life_loss and needs_fire(self.action_names)
         n = config.num_envs
         # ale-py stacks the frames in its C++ threads, but starts a game's stack with zeros
         # and carries the old life's frames over a life loss: the first stack_num - 1 stacks
