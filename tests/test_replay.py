@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from atari_rl.envs import AtariPipeline, EnvConfig, Step
-from atari_rl.replay import Batch, MemoryBudgetError, ReplayMemory, check_fits
+from atari_rl.replay import FRAME_BYTES, Batch, MemoryBudgetError, ReplayMemory, check_fits
 
 NUM_ENVS = 2
 SLOTS = 120  # frames per env: the recording below wraps each ring 10 times
@@ -163,6 +163,23 @@ def test_frames_of_any_size_come_back_intact_as_the_arena_wraps():
             assert k > len(frames) - 30
             np.testing.assert_array_equal(obs, frames[k - 4 + stack])
             np.testing.assert_array_equal(next_obs, frames[k - 3 + stack])
+
+
+def test_frames_that_do_not_compress_are_stored_raw_and_come_back_intact():
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 256, (12, 84, 84), dtype=np.uint8)  # noise: zstd cannot shrink it
+    frames[:, 0, 0], frames[:, 0, 1] = 0, np.arange(12)  # what frame_id reads
+    memory = ReplayMemory(20, 1, frame_budget=FRAME_BYTES, seed=7)
+    memory.observe_reset(frames[0][None, None])
+    for frame in frames[1:]:
+        memory.observe(synthetic_step(frame))
+    assert (memory.state_dict()["meta"]["length"][0, :12] == FRAME_BYTES).all()
+    batch = memory.sample(16)
+    stack = np.arange(4)
+    for obs, next_obs in zip(batch.obs, batch.next_obs, strict=True):
+        k = frame_id(next_obs[-1])
+        np.testing.assert_array_equal(obs, frames[np.maximum(k - 4 + stack, 0)])
+        np.testing.assert_array_equal(next_obs, frames[np.maximum(k - 3 + stack, 0)])
 
 
 # One period of a synthetic run, by position: reward, terminated, truncated, first.
