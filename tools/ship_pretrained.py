@@ -13,18 +13,56 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from atari_rl.checkpoints import CHECKPOINT_DIR, CONFIG_FILE, FINAL_POLICY, read_json, save_tensors
+from atari_rl.checkpoints import read_json, save_tensors
+from atari_rl.cli import main as atari_rl
 from atari_rl.config import from_dict
 from atari_rl.policy import PRETRAINED_ROOT, load_policy
+from atari_rl.run_files import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    EVENTS_FILE,
+    FINAL_POLICY,
+    GAMES_FILE,
+    METRICS_FILE,
+    VIDEO_FILE,
+    VIDEO_INFO_FILE,
+)
 from atari_rl.training import policy_metadata
+
+GIF_FRAMES = 2400  # emulator frames in the GIF: 40 s of play, about 2 MB
 
 
 def cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "atari_rl.cli", *args], check=True)
+    if atari_rl(list(args)) != 0:
+        raise SystemExit(f"atari-rl {' '.join(args)} failed")
+
+
+def ship(run_dir: Path, name: str, checkpoint: str | None = None, games: int = 100,
+         max_frames: int | None = None, root: Path = PRETRAINED_ROOT) -> Path:
+    """Write root/name/ from a run (its final policy, or one of its checkpoints)."""
+    out = root / name
+    out.mkdir(parents=True, exist_ok=True)
+    config = from_dict(read_json(run_dir / CONFIG_FILE))
+    if checkpoint:
+        policy = load_policy(run_dir / CHECKPOINT_DIR / checkpoint)
+        save_tensors(out / FINAL_POLICY, policy.network.state_dict(),
+                     policy_metadata(config, policy.num_actions))
+    else:
+        shutil.copy(run_dir / FINAL_POLICY, out / FINAL_POLICY)
+    for file in (CONFIG_FILE, METRICS_FILE, GAMES_FILE, EVENTS_FILE):
+        if (run_dir / file).is_file():
+            shutil.copy(run_dir / file, out / file)
+    cap = [] if max_frames is None else ["--max-frames", str(max_frames)]
+    cli("plot", str(out))
+    cli("evaluate", str(out), "--games", str(games), *cap)
+    cli("evaluate", str(out), "--games", str(games), "--policy", "random", *cap)
+    cli("record", str(out), "--gif", "--max-frames", str(min(GIF_FRAMES, max_frames or GIF_FRAMES)),
+        "--out", str(out / VIDEO_FILE))
+    (out / VIDEO_FILE).unlink()  # the GIF is what ships: the MP4 of a whole game is large
+    (out / VIDEO_INFO_FILE).unlink(missing_ok=True)
+    return out
 
 
 def main() -> None:
@@ -34,25 +72,7 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="e.g. breakout-a2c, breakout-dqn")
     parser.add_argument("--games", type=int, default=100)
     args = parser.parse_args()
-
-    out = PRETRAINED_ROOT / args.name
-    out.mkdir(parents=True, exist_ok=True)
-    config = from_dict(read_json(args.run_dir / CONFIG_FILE))
-    if args.checkpoint:
-        policy = load_policy(args.run_dir / CHECKPOINT_DIR / args.checkpoint)
-        save_tensors(out / FINAL_POLICY, policy.network.state_dict(),
-                     policy_metadata(config, policy.num_actions))
-    else:
-        shutil.copy(args.run_dir / FINAL_POLICY, out / FINAL_POLICY)
-    for name in (CONFIG_FILE, "metrics.csv", "games.csv", "events.csv"):
-        if (args.run_dir / name).is_file():
-            shutil.copy(args.run_dir / name, out / name)
-    cli("plot", str(out))
-    cli("evaluate", str(out), "--games", str(args.games))
-    cli("evaluate", str(out), "--games", str(args.games), "--policy", "random")
-    cli("record", str(out), "--gif", "--max-frames", "2400", "--out", str(out / "video.mp4"))
-    (out / "video.mp4").unlink()  # the GIF is what ships: the MP4 of a whole game is large
-    (out / "video.json").unlink(missing_ok=True)
+    ship(args.run_dir, args.name, args.checkpoint, args.games)
 
 
 if __name__ == "__main__":
