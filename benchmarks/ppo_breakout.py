@@ -19,6 +19,8 @@ The last line of output is one JSON object.
 
 from __future__ import annotations
 
+import atari_rl  # noqa: F401  # isort: skip  (first: its GOMP_SPINCOUNT must come before torch)
+
 import argparse
 import json
 import os

@@ -86,3 +86,19 @@ def test_field_comments_read_beside_below_and_above_a_field():
     assert field_comments(_Commented) == {"first": "said beside it, and continued below it",
                                           "second": "said beside it too",
                                           "third": "said above it"}
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "20000"), ("5", "5")])
+def test_importing_the_package_shortens_openmps_spinning_unless_the_user_set_it(given,
+                                                                                 expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if given is not None:
+        env["GOMP_SPINCOUNT"] = given
+    code = "import atari_rl, os; print(os.environ['GOMP_SPINCOUNT'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == expected
