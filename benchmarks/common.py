@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: SB3's Atari pipeline, timing a learner, and a learning
-run scored by `atari-rl evaluate`."""
+"""What the benchmark scripts share: SB3's Atari pipeline, timing a learner, timing the
+parts of a training loop, and a learning run scored by `atari-rl evaluate`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,27 +71,105 @@ def learn_and_evaluate(preset: str, steps: int, games: int, options: tuple[str, 
             "eval_median": result["median"]}
 
 
+def train_in(config: Any, run_dir: Path) -> None:
+    """One real training run (atari_rl.training.train) of `config`, written to run_dir."""
+    from atari_rl.envs import AtariPipeline
+    from atari_rl.training import train
+
+    env = AtariPipeline(config.env_config())
+    try:
+        train(config, run_dir, env)
+    finally:
+        env.close()
+
+
 def ours_steps_per_s(config: Any, timed_from: int) -> float:
     """Median agent steps/s of a real training run (atari_rl.training.train), read from the
     metrics.csv rows that start at or after `timed_from` (past warm-up and compilation);
     the last row is partial and left out."""
     import csv
     import statistics
-    import tempfile
-
-    from atari_rl.envs import AtariPipeline
-    from atari_rl.training import train
 
     config.validate()
     with tempfile.TemporaryDirectory() as run_dir:
-        env = AtariPipeline(config.env_config())
-        try:
-            train(config, Path(run_dir), env)
-        finally:
-            env.close()
+        train_in(config, Path(run_dir))
         with open(Path(run_dir) / METRICS_FILE) as handle:
             rows = [(int(row["step"]), float(row["steps_per_s"]))
                     for row in csv.DictReader(handle)]
     rates = [rate for (previous, _), (_, rate) in zip(rows, rows[1:], strict=False)
              if previous >= timed_from]
     return statistics.median(rates[:-1] if len(rates) > 2 else rates)
+
+
+class PartTimer:
+    """Wraps methods so that their wall time is summed once `on` is set."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._undo: list[tuple[type, str, Callable]] = []
+
+    def wrap(self, name: str, owner: type, method: str) -> None:
+        original = getattr(owner, method)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if self.on:
+                    self.seconds[name] += time.perf_counter() - start
+                    self.calls[name] += 1
+
+        self._undo.append((owner, method, original))
+        setattr(owner, method, timed)
+
+    def restore(self) -> None:
+        for owner, method, original in reversed(self._undo):
+            setattr(owner, method, original)
+
+
+@dataclass
+class LoopProfile:
+    """What `profile_loop` measured, over its timed window."""
+
+    wall_s: float
+    agent_steps: int
+    seconds: dict[str, float]  # wall time inside each part
+    calls: dict[str, int]
+
+    @property
+    def agent_steps_per_s(self) -> float:
+        return self.agent_steps / self.wall_s
+
+
+def profile_loop(config: Any, agent_class: type, parts: dict[str, tuple[type, str]],
+                 timed_from: int) -> LoopProfile:
+    """A real training run in a temporary directory, timed from the first agent step at or
+    after `timed_from` (past warm-up and compilation) to the end, with the wall time inside
+    each part (name: (class, method)) summed over the same window. The window opens before
+    `agent_class.observe` and closes after it, so the updates it runs are inside."""
+    timer = PartTimer()
+    for name, (owner, method) in parts.items():
+        timer.wrap(name, owner, method)
+    window: dict[str, float] = {}
+    original = agent_class.observe
+
+    def observe(agent: Any, obs: Any, step: Any, agent_step: int) -> Any:
+        if agent_step >= timed_from and not timer.on:
+            timer.on, window["start"], window["first"] = True, time.perf_counter(), agent_step
+        result = original(agent, obs, step, agent_step)
+        window["end"], window["last"] = time.perf_counter(), agent_step
+        return result
+
+    agent_class.observe = observe
+    try:
+        with tempfile.TemporaryDirectory() as run_dir:
+            train_in(config, Path(run_dir))
+    finally:
+        agent_class.observe = original
+        timer.restore()
+    return LoopProfile(window["end"] - window["start"], int(window["last"] - window["first"]),
+                       {name: timer.seconds[name] for name in parts},
+                       {name: timer.calls[name] for name in parts})

@@ -29,21 +29,17 @@ import atari_rl  # noqa: F401  # isort: skip  (first: its GOMP_SPINCOUNT must co
 
 import argparse
 import json
-import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
+from common import profile_loop
 from dqn_breakout import parse_set
 
 from atari_rl.dqn import DQNAgent, DQNConfig
 from atari_rl.envs import AtariPipeline
 from atari_rl.networks import QNetwork, bf16_pays_off
 from atari_rl.replay import ReplayMemory
-from atari_rl.training import train
 
 PARTS = {
     "env_step": (AtariPipeline, "step"),
@@ -85,70 +81,19 @@ def matmul_gflop_per_s(bf16: bool, size: int = 2048, repeats: int = 20) -> float
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-class PartTimer:
-    """Wraps methods so that their wall time is summed once `on` is set."""
-
-    def __init__(self) -> None:
-        self.on = False
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
-        self._undo: list[tuple[type, str, Callable]] = []
-
-    def wrap(self, name: str, owner: type, method: str) -> None:
-        original = getattr(owner, method)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                if self.on:
-                    self.seconds[name] += time.perf_counter() - start
-                    self.calls[name] += 1
-
-        self._undo.append((owner, method, original))
-        setattr(owner, method, timed)
-
-    def restore(self) -> None:
-        for owner, method, original in reversed(self._undo):
-            setattr(owner, method, original)
-
-
 def profile(config: DQNConfig, timed_from: int) -> dict[str, Any]:
     """Seconds per vector step in each part, between agent step `timed_from` and the end."""
-    timer = PartTimer()
-    for name, (owner, method) in PARTS.items():
-        timer.wrap(name, owner, method)
-    window: dict[str, float] = {}
-    original_observe = DQNAgent.observe
-
-    def observe(agent: DQNAgent, obs: Any, step: Any, agent_step: int) -> Any:
-        if agent_step >= timed_from and not timer.on:
-            timer.on, window["start"], window["first"] = True, time.perf_counter(), agent_step
-        window["last"], window["end"] = agent_step, time.perf_counter()
-        return original_observe(agent, obs, step, agent_step)
-
-    DQNAgent.observe = observe  # type: ignore[method-assign]
-    try:
-        with tempfile.TemporaryDirectory() as run_dir:
-            env = AtariPipeline(config.env_config())
-            try:
-                train(config, Path(run_dir), env)
-            finally:
-                env.close()
-    finally:
-        DQNAgent.observe = original_observe  # type: ignore[method-assign]
-        timer.restore()
-    wall = window["end"] - window["start"]
-    vector_steps = (window["last"] - window["first"]) / config.num_envs
-    parts = {name: round(1000 * timer.seconds[name] / vector_steps, 3) for name in PARTS}
-    update_s = timer.seconds["update"] / max(timer.calls["update"], 1)
+    measured = profile_loop(config, DQNAgent, PARTS, timed_from)
+    wall, seconds = measured.wall_s, measured.seconds
+    vector_steps = measured.agent_steps / config.num_envs
+    update_s = seconds["update"] / max(measured.calls["update"], 1)
     flops = 2 * multiply_adds() * FORWARDS_PER_UPDATE * config.batch_size
     return {
-        "agent_steps_per_s": round((window["last"] - window["first"]) / wall, 1),
+        "agent_steps_per_s": round(measured.agent_steps_per_s, 1),
         "ms_per_vector_step": round(1000 * wall / vector_steps, 3),
-        "ms_per_vector_step_by_part": parts,
-        "share_by_part": {name: round(timer.seconds[name] / wall, 3) for name in PARTS},
+        "ms_per_vector_step_by_part": {name: round(1000 * seconds[name] / vector_steps, 3)
+                                       for name in PARTS},
+        "share_by_part": {name: round(seconds[name] / wall, 3) for name in PARTS},
         "ms_per_update": round(1000 * update_s, 2),
         "learner_gflop_per_s": round(flops / update_s / 1e9, 1),
     }

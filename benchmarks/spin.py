@@ -26,60 +26,37 @@ import subprocess
 import sys
 from pathlib import Path
 
-SETTINGS = {"default": None, "20000": "20000", "passive": "PASSIVE"}
+GOMP_DEFAULT_SPINCOUNT = "300000"  # libgomp's own, which atari_rl would otherwise replace
 
 
 def measure(warmup: int, steps: int) -> dict[str, float]:
     """In this process: agent steps/s of a `ppo` run between warmup and warmup + steps,
     and each part's share of that time."""
-    import tempfile
-    import time
-
-    from dqn_loop import PartTimer
+    from common import profile_loop
 
     from atari_rl.envs import AtariPipeline
     from atari_rl.ppo import PPOAgent, PPOConfig
     from atari_rl.rollout import Rollout
-    from atari_rl.training import train
 
     config = PPOConfig(steps=warmup + steps, log_every=10_240, torch_threads=2, env_threads=2,
                        checkpoint_every=10**9)
-    timer = PartTimer()
-    for name, owner, method in (("env_step", AtariPipeline, "step"), ("act", PPOAgent, "act"),
-                                ("rollout_add", Rollout, "add"),
-                                ("update", PPOAgent, "update")):
-        timer.wrap(name, owner, method)
-    window: dict[str, float] = {}
-    original = PPOAgent.observe
-
-    def observe(agent: PPOAgent, obs, step, agent_step: int):  # type: ignore[no-untyped-def]
-        if agent_step >= warmup and not timer.on:
-            timer.on, window["start"], window["first"] = True, time.perf_counter(), agent_step
-        result = original(agent, obs, step, agent_step)  # the update due runs in here
-        window["end"], window["last"] = time.perf_counter(), agent_step
-        return result
-
-    PPOAgent.observe = observe  # type: ignore[method-assign]
-    with tempfile.TemporaryDirectory() as run_dir:
-        env = AtariPipeline(config.env_config())
-        try:
-            train(config, Path(run_dir), env)
-        finally:
-            env.close()
-    wall = window["end"] - window["start"]
-    return {"agent_steps_per_s": round((window["last"] - window["first"]) / wall, 1),
-            **{f"share_{name}": round(timer.seconds[name] / wall, 3)
-               for name in timer.seconds}}
+    parts = {"env_step": (AtariPipeline, "step"), "act": (PPOAgent, "act"),
+             "rollout_add": (Rollout, "add"), "update": (PPOAgent, "update")}
+    measured = profile_loop(config, PPOAgent, parts, warmup)
+    return {"agent_steps_per_s": round(measured.agent_steps_per_s, 1),
+            **{f"share_{name}": round(seconds / measured.wall_s, 3)
+               for name, seconds in measured.seconds.items()}}
 
 
 def run_setting(setting: str, warmup: int, steps: int) -> dict[str, float]:
-    """One measurement in a fresh process, with the setting in its environment."""
+    """One measurement in a fresh process, with the setting in its environment: "default"
+    (libgomp's own spin), "passive" (OMP_WAIT_POLICY=PASSIVE), or a GOMP_SPINCOUNT."""
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     if setting == "passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
         env["GOMP_SPINCOUNT"] = "0"
-    else:  # "default": libgomp's own 300,000, which atari_rl would otherwise replace
-        env["GOMP_SPINCOUNT"] = "300000" if setting == "default" else SETTINGS[setting]
+    else:
+        env["GOMP_SPINCOUNT"] = GOMP_DEFAULT_SPINCOUNT if setting == "default" else setting
     out = subprocess.run([sys.executable, __file__, "--child", "--warmup", str(warmup),
                           "--steps", str(steps)], env=env, capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parent).stdout
@@ -91,7 +68,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3, help="interleaved repeats")
     parser.add_argument("--warmup", type=int, default=61_440, help="agent steps not timed")
     parser.add_argument("--steps", type=int, default=40_960, help="agent steps timed")
-    parser.add_argument("--settings", default="default,20000")
+    parser.add_argument("--settings", default="default,20000",
+                        help="comma-separated: default, passive, or a GOMP_SPINCOUNT")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
