@@ -203,7 +203,7 @@ class PPOAgent:
             for start in range(0, per_pass, size):
                 index = order[start:start + size]
                 with bf16_autocast(self.device, self._autocast):
-                    logits, new_values = self._forward(self._input(obs[index]))
+                    logits, new_values = self._forward(obs[index])  # laid out by _input above
                 loss, stats = ppo_loss(logits, new_values, actions[index], old_log_probs[index],
                                        advantages_t[index], returns_t[index], old_values[index],
                                        clip, config.value_coef, config.entropy_coef,
