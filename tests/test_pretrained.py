@@ -2,6 +2,7 @@
 --pretrained; the A2C agent plays Breakout through gymnasium's own wrappers, exactly as the
 README's example does."""
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 import atari_rl
 from atari_rl.algorithms import PROBABILITIES, Q_VALUES
 from atari_rl.cli import main
+from atari_rl.config import from_dict, resolve
 from atari_rl.policy import PRETRAINED_ROOT
-from atari_rl.run_files import REPORT_FILE, VIDEO_INFO_FILE
+from atari_rl.run_files import CONFIG_FILE, REPORT_FILE, VIDEO_INFO_FILE
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NAME = "breakout-a2c"  # the README example's agent
@@ -115,3 +117,13 @@ def test_evaluate_records_what_it_played_without_an_absolute_path(tmp_path, monk
     sticky = result["protocols"]["sticky"]["protocol"]
     assert sticky["sticky_action_prob"] == 0.25 and sticky["actions"].startswith("epsilon")
     assert len(result["protocols"]["sticky"]["scores"]) == 1
+
+
+@pytest.mark.parametrize("name", [_shipped("breakout-dqn")])
+def test_the_dqn_3h_preset_trains_as_breakout_dqn_was_trained(name):
+    # The run started from dqn-fast plus options, for 8 M steps, stopped at 3 hours (6.2 M).
+    shipped = from_dict(json.loads((PRETRAINED_ROOT / name / CONFIG_FILE).read_text()))
+    preset = resolve(None, "dqn-3h", {})
+    differ = {field.name for field in dataclasses.fields(preset)
+              if getattr(preset, field.name) != getattr(shipped, field.name)}
+    assert differ == {"preset", "steps", "checkpoint_every"}

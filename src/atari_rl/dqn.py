@@ -112,8 +112,8 @@ class DQNConfig(RunConfig):
 
 
 PRESETS = (
-    Preset("dqn-fast", "dqn", "Double DQN for the most Breakout score per wall-clock hour on a "
-           "CPU (the default): 8 envs, 3-step returns, batch 64 every 8 steps", {}),
+    Preset("dqn-fast", "dqn", "Double DQN for a CPU (the default): 8 envs, 3-step returns, "
+           "batch 64 every 8 steps (replay ratio 8)", {}),
     Preset("dqn-nature", "dqn", "Double DQN with the classic Nature settings (1 env, 1 M "
            "buffer, batch 32 every 4 steps, epsilon 1 to 0.1 over 1 M steps), Adam", {
                "num_envs": 1,
@@ -124,6 +124,17 @@ PRESETS = (
                "n_steps": 1,
                "epsilon_end": 0.1,
                "epsilon_steps": 1_000_000,
+           }),
+    Preset("dqn-3h", "dqn", "Double DQN that took Breakout past a 200 mean within 3 hours of "
+           "a 2-core CPU (the shipped breakout-dqn): dqn-fast with dueling heads, batch 128 "
+           "every 32 steps (half the replay ratio, so 1.6x the steps per second), Adam 2e-4, "
+           "target every 16,000 steps, 6 M steps", {
+               "steps": 6_000_000,
+               "dueling": True,
+               "batch_size": 128,
+               "train_freq": 32,
+               "learning_rate": 2e-4,
+               "target_update": 16_000,
            }),
 )
 
