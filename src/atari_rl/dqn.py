@@ -127,7 +127,7 @@ PRESETS = (
            }),
     Preset("dqn-3h", "dqn", "Double DQN that took Breakout past a 200 mean within 3 hours of "
            "a 2-core CPU (the shipped breakout-dqn): dqn-fast with dueling heads, batch 128 "
-           "every 32 steps (half the replay ratio, so 1.6x the steps per second), Adam 2e-4, "
+           "every 32 steps (half the replay ratio: half the learning per step played), Adam 2e-4, "
            "target every 16,000 steps, 6 M steps", {
                "steps": 6_000_000,
                "dueling": True,
