@@ -15,7 +15,9 @@ the same replay ratio learn as many samples per agent step, so the batch with th
 samples/s learns fastest per hour (if it learns as well per sample). Then, at each of
 --option-batches, each DQNConfig option alone and both together: `prefetch` and
 `compile_step`. (A third, one online forward over s and s' stacked, was 12% slower an
-update at batch 64 here and was dropped.)
+update at batch 64 here and was dropped.) And `prioritized` replay, from a second memory
+filled with the same play: its sum tree and priority updates cost time at each update and
+at each stored step (the `store` line compares the two memories' time per env step).
 
 What it leaves out: in training, acting and the emulators run between updates, which
 gives prefetch more time to hide the sampling, and the threads compete for the cores. The
@@ -51,26 +53,32 @@ OPTIONS = {
     "prefetch": {"prefetch": True},
     "compile_step": {"compile_step": True},
     "both": {"prefetch": True, "compile_step": True},
+    "prioritized": {"prioritized": True},
 }
 
 
-def filled_memory(steps: int, threads: int, seed: int) -> tuple[ReplayMemory, int]:
+def filled_memory(steps: int, threads: int, seed: int, prioritized: bool = False
+                  ) -> tuple[ReplayMemory, int, float]:
     """A `dqn-fast` replay memory after `steps` agent steps of uniformly random actions;
-    also the game's number of actions."""
-    config = DQNConfig(env_threads=threads, seed=seed)
+    also the game's number of actions and the mean seconds to store one env step."""
+    config = DQNConfig(env_threads=threads, seed=seed, prioritized=prioritized)
     memory = replay_memory(config)
     env = AtariPipeline(config.env_config())
     try:
         rng = np.random.default_rng(seed)
         memory.observe_reset(env.reset(seed=seed))
+        storing = 0.0
         for _ in range(steps // config.num_envs):
-            memory.observe(env.step(rng.integers(0, env.num_actions, config.num_envs)))
-        return memory, env.num_actions
+            step = env.step(rng.integers(0, env.num_actions, config.num_envs))
+            start = time.perf_counter()
+            memory.observe(step)
+            storing += time.perf_counter() - start
+        return memory, env.num_actions, storing / (steps // config.num_envs)
     finally:
         env.close()
 
 
-def time_updates(memory: ReplayMemory, num_actions: int, batch_size: int,
+def time_updates(memories: dict[bool, ReplayMemory], num_actions: int, batch_size: int,
                  options: dict[str, bool], updates: int, warmup: int, seed: int,
                  compile_loss: bool) -> tuple[float, float]:
     """Mean seconds per update spent getting the batch and learning from it."""
@@ -78,7 +86,8 @@ def time_updates(memory: ReplayMemory, num_actions: int, batch_size: int,
     config = DQNConfig(batch_size=batch_size, buffer_size=10_000, seed=seed,
                        compile=compile_loss, **options)
     agent = DQNAgent(config, num_actions, torch.device("cpu"))
-    agent.memory = memory  # a gather left pending by the variant before ends in the warm-up
+    # a gather left pending by the variant before ends in the warm-up
+    agent.memory = memories[config.prioritized]
     for _ in range(warmup):
         agent.update(agent.next_batch())
     sample = update = 0.0
@@ -121,18 +130,26 @@ def main() -> None:
     torch._dynamo.config.recompile_limit = 64
     torch._dynamo.config.fail_on_recompile_limit_hit = True
     start = time.perf_counter()
-    memory, num_actions = filled_memory(args.fill_steps, args.threads, args.seed)
+    memory, num_actions, store = filled_memory(args.fill_steps, args.threads, args.seed)
     print(f"replay memory: {len(memory):,} transitions in {time.perf_counter() - start:.0f} s; "
           f"torch threads {args.threads}, bf16 {bf16_pays_off(torch.device('cpu'))}",
           flush=True)
+    memories = {False: memory}
     variants = [("baseline", batch) for batch in args.batches]
     variants += [(name, batch) for batch in args.option_batches for name in OPTIONS
                  if name != "baseline"]
+    store_ms = {"uniform": round(store * 1e3, 3)}
+    if args.option_batches:
+        memories[True], _, store = filled_memory(args.fill_steps, args.threads, args.seed,
+                                                 prioritized=True)
+        store_ms["prioritized"] = round(store * 1e3, 3)
+        print(f"store one env step: uniform {store_ms['uniform']:.3f} ms, prioritized "
+              f"{store_ms['prioritized']:.3f} ms", flush=True)
     print(f"{'variant':<16}{'batch':>6}{'sample ms':>11}{'update ms':>11}{'total ms':>10}"
           f"{'samples/s':>11}{'steps/s':>9}", flush=True)
     rows: list[dict[str, Any]] = []
     for name, batch in variants:
-        sample, update = time_updates(memory, num_actions, batch, OPTIONS[name],
+        sample, update = time_updates(memories, num_actions, batch, OPTIONS[name],
                                       args.updates, args.warmup, args.seed,
                                       not args.no_compile)
         total = sample + update
@@ -146,6 +163,7 @@ def main() -> None:
     print(json.dumps({"benchmark": "dqn_update", "threads": args.threads,
                       "bf16": bf16_pays_off(torch.device("cpu")),
                       "fill_steps": args.fill_steps, "updates": args.updates,
+                      "store_env_step_ms": store_ms,
                       "warmup": args.warmup, "replay_ratio": args.replay_ratio,
                       "compiled_loss": not args.no_compile,
                       "seconds": round(time.perf_counter() - start), "variants": rows}))

@@ -73,6 +73,10 @@ def test_td_loss_uses_online_argmax_target_value_and_huber() -> None:
     assert float(loss.detach()) == pytest.approx((0.5 * 0.45**2 + 2.5) / 2)
     loss.backward()
     assert online.scale.grad is not None and target.scale.grad is None
+    # Importance weights scale each sample's loss before the mean: weight 0 drops the second.
+    weighted, _, _ = td_loss(online, target, obs, actions, returns, next_obs, discounts,
+                             weights=torch.tensor([0.5, 0.0]))
+    assert float(weighted) == pytest.approx(0.5 * (0.5 * 0.45**2) / 2)
 
 
 def random_batch(size: int, seed: int) -> Batch:
@@ -241,8 +245,9 @@ SPEED_OPTIONS = {"prefetch": True, "compile_step": True, "seed": 2}
 
 
 @pytest.mark.parametrize(("dueling", "options"),
-                         [(False, {}), (True, {}), (False, SPEED_OPTIONS)],
-                         ids=["plain", "dueling", "speed-options"])
+                         [(False, {}), (True, {}), (False, SPEED_OPTIONS),
+                          (False, {"prioritized": True})],
+                         ids=["plain", "dueling", "speed-options", "prioritized"])
 def test_learns_the_right_first_choice_by_bootstrapping(tmp_path: Path, dueling: bool,
                                                         options: dict[str, object]) -> None:
     config = tiny_config(dueling=dueling, **options)
@@ -306,12 +311,15 @@ def play(agent: DQNAgent, env: ChoiceEnv, obs: np.ndarray, agent_step: int, step
     return obs, actions
 
 
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_a_checkpointed_agent_resumes_exactly(tmp_path: Path, prefetch: bool) -> None:
+@pytest.mark.parametrize(("prefetch", "prioritized"),
+                         [(False, False), (True, False), (False, True), (True, True)])
+def test_a_checkpointed_agent_resumes_exactly(tmp_path: Path, prefetch: bool,
+                                              prioritized: bool) -> None:
     """state() through a real checkpoint, load_state() into a new agent: both go on alike
-    (with prefetch, from the batch that was being gathered when the checkpoint was taken)."""
+    (with prefetch, from the batch that was being gathered when the checkpoint was taken;
+    prioritized, with the priorities the updates reported)."""
     config = tiny_config(learning_starts=16, batch_size=4, train_freq=4, target_update=24,
-                         prefetch=prefetch)
+                         prefetch=prefetch, prioritized=prioritized)
     agent, env, obs = started_agent(config)
     agent_step = 0
 
@@ -339,6 +347,9 @@ def test_a_checkpointed_agent_resumes_exactly(tmp_path: Path, prefetch: bool) ->
         torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
     batch, resumed_batch = agent.memory.sample(8), resumed.memory.sample(8)
     np.testing.assert_array_equal(batch.obs, resumed_batch.obs)
+    np.testing.assert_array_equal(batch.weights, resumed_batch.weights)
+    if prioritized:  # the updates did report priorities: they are no longer all equal
+        assert np.unique(agent.memory.state_dict()["priorities"]).size > 2
 
 
 def test_a_rollback_mid_game_neither_bursts_updates_nor_joins_episodes() -> None:

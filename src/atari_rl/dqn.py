@@ -6,7 +6,9 @@ steps have been played at random, one update per `train_freq` agent steps: a uni
 batch of (n-step) transitions, the Double DQN target (the online network chooses the next
 action, the target network values it, `maths.double_dqn_targets`), Huber loss and Adam.
 The target network is a copy of the online one, refreshed every `target_update` agent
-steps; actions are epsilon-greedy with epsilon decaying linearly.
+steps; actions are epsilon-greedy with epsilon decaying linearly. With `prioritized`, the
+batch is drawn by priority instead (Schaul et al. 2016; `priorities.py`), each sample's
+loss is scaled by its importance weight, and its new |TD error| becomes its priority.
 
 Speed on a small CPU (benchmarks/dqn_breakout.py, benchmarks/dqn_loop.py): observations
 stay uint8 until inside the network, and reach it channels_last (`networks.channels_last`);
@@ -88,6 +90,9 @@ class DQNConfig(RunConfig):
     compile_step: bool = False  # torch.compile the gradient clipping and Adam's step too
     prefetch: bool = False  # sample the next batch in a background thread while this update runs
     bf16: bool = True  # bf16 autocast for the torso on CPUs that have it; Q heads stay fp32
+    prioritized: bool = False  # draw transitions in proportion to |TD error| ** exponent
+    priority_exponent: float = 0.5  # alpha, Rainbow's; the nearer 0, the nearer uniform
+    priority_weight: float = 0.4  # beta, linear from this to 1: how much bias the weights undo
     log_every: int = 10_000
 
     def validate(self) -> None:
@@ -107,6 +112,8 @@ class DQNConfig(RunConfig):
         require(self.max_grad_norm > 0, "--max-grad-norm must be positive")
         require(self.replay_codec in ("zstd", "lz4", "zlib"),
                  "--replay-codec must be zstd, lz4 or zlib")
+        require(0.0 < self.priority_exponent <= 1.0, "--priority-exponent must be in (0, 1]")
+        require(0.0 <= self.priority_weight <= 1.0, "--priority-weight must be in [0, 1]")
         check_capacity(self.buffer_size, self.num_envs, self.env_config().frame_stack,
                        self.n_steps)
 
@@ -143,13 +150,20 @@ def replay_memory(config: DQNConfig) -> ReplayMemory:
     """The empty replay memory of a run with this config."""
     return ReplayMemory(config.buffer_size, config.num_envs,
                         frame_stack=config.env_config().frame_stack, n_step=config.n_steps,
-                        gamma=config.gamma, codec=config.replay_codec, seed=config.seed)
+                        gamma=config.gamma, codec=config.replay_codec, seed=config.seed,
+                        priority_exponent=config.priority_exponent if config.prioritized
+                        else None)
 
 
 def check_machine(config: DQNConfig) -> None:
     """Before a run starts: refuse a replay memory this machine cannot hold. Not part of
     validate(), so that a saved config reads back on a smaller machine."""
-    check_fits(config.buffer_size, config.num_envs)
+    check_fits(config.buffer_size, config.num_envs, prioritized=config.prioritized)
+
+
+def priority_weight(config: DQNConfig, agent_step: int) -> float:
+    """Prioritized replay's beta: linear from priority_weight to 1 over the run."""
+    return linear_schedule(config.priority_weight, 1.0, agent_step / config.steps)
 
 
 def epsilon(config: DQNConfig, agent_step: int) -> float:
@@ -176,13 +190,19 @@ def td_loss(
     next_obs: torch.Tensor,
     discounts: torch.Tensor,
     bf16: bool = False,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Huber loss between Q(s, a) and the Double DQN target; also Q(s, a) and the targets."""
+    """Huber loss between Q(s, a) and the Double DQN target; also Q(s, a) and the targets.
+    With importance `weights` (prioritized replay), the mean of the weighted losses."""
     with torch.no_grad():
         targets = double_dqn_targets(returns, discounts, q_values(online, next_obs, bf16),
                                      q_values(target, next_obs, bf16))
     q_taken = q_values(online, obs, bf16).gather(1, actions[:, None]).squeeze(1)
-    return F.smooth_l1_loss(q_taken, targets), q_taken.detach(), targets
+    if weights is None:
+        loss = F.smooth_l1_loss(q_taken, targets)
+    else:
+        loss = (weights * F.smooth_l1_loss(q_taken, targets, reduction="none")).mean()
+    return loss, q_taken.detach(), targets
 
 
 class DQNAgent:
@@ -208,6 +228,7 @@ class DQNAgent:
         self.updates = 0
         self.target_syncs = 0
         self._episodes_cut = False
+        self._priority_weight = config.priority_weight  # beta, set before each update
         # The first update waits for learning_starts and for complete n-step windows.
         self.first_update_step = max(config.learning_starts,
                                      config.num_envs * (config.n_steps + 1))
@@ -251,8 +272,7 @@ class DQNAgent:
         meta = {**learner_meta, "updates": self.updates,
                 "target_syncs": self.target_syncs, "rng": self._rng.bit_generator.state,
                 "replay": json.loads(str(replay["header"])),
-                "prefetched": None if self._pending is None
-                else [part.tolist() for part in self._pending[0]]}
+                "prefetched": None if self._pending is None else self._pending[0].to_lists()}
         return tensors, meta
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -274,7 +294,7 @@ class DQNAgent:
                 replay[name] = saved.view(mine.dtype) if mine.dtype.fields else saved
         self.memory = ReplayMemory.from_state_dict(replay)
         if meta.get("prefetched") is not None:
-            self._prefetch(Draw(*(np.array(part, np.int64) for part in meta["prefetched"])))
+            self._prefetch(Draw.from_lists(meta["prefetched"]))
         self._episodes_cut = True
 
     def act(self, obs: np.ndarray, agent_step: int) -> np.ndarray:
@@ -332,6 +352,7 @@ class DQNAgent:
                     "replay_size": float(len(self.memory))}
         if updates == 0:
             return None
+        self._priority_weight = priority_weight(config, agent_step)
         sums: dict[str, float] = {}
         for _ in range(updates):
             for name, value in self.update(self.next_batch()).items():
@@ -348,9 +369,9 @@ class DQNAgent:
             batch = self._pending[1].result()
             self._pending = None
         else:
-            batch = self.memory.sample(size)
+            batch = self.memory.sample(size, self._priority_weight)
         if self.config.prefetch:
-            self._prefetch(self.memory.draw(size))
+            self._prefetch(self.memory.draw(size, self._priority_weight))
         return batch
 
     def _prefetch(self, draw: Draw) -> None:
@@ -374,8 +395,12 @@ class DQNAgent:
                    (batch.obs, batch.actions, batch.returns, batch.next_obs, batch.discounts))
         obs, actions, returns, next_obs, discounts = tensors
         obs, next_obs = channels_last(obs), channels_last(next_obs)
+        weights = None if batch.weights is None else torch.from_numpy(batch.weights).to(
+            self.device)
         loss, q_taken, targets = self._loss(self.network, self.target, obs, actions, returns,
-                                            next_obs, discounts, self.bf16)
+                                            next_obs, discounts, self.bf16, weights)
+        if batch.draw is not None:
+            self.memory.update_priorities(batch.draw, (q_taken - targets).cpu().numpy())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = self._optimizer_step()

@@ -19,6 +19,9 @@ Why it is built this way:
   more memory, and `bytes_estimate` holds as an upper bound for the whole run. The budget
   is slack on purpose: frames that vary in size rarely evict before the slot ring does,
   and a long run, whose log sweeps the whole arena, settles at the estimate.
+- Prioritized replay (`priority_exponent`, off by default) adds a sum tree over the slots
+  (`priorities.py`): 16 bytes a transition more, and sampling by priority instead of
+  uniformly, with the importance weights that undo its bias.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 import psutil
 
 from atari_rl.envs import FRAME_SHAPE, Step
+from atari_rl.priorities import SumTree, importance_weights
 
 FRAME_BYTES = FRAME_SHAPE[0] * FRAME_SHAPE[1]
 # 1.8x zstd's mean on Breakout; 1 M transitions then need 0.57 GB in all.
@@ -58,13 +62,36 @@ _SLOT = np.dtype([
     ("length", np.uint16),  # FRAME_BYTES means stored raw: compression did not help
 ])
 _NOTHING_TO_SAMPLE = "replay memory has no complete transition to sample yet"
-_CONFIG = ("capacity", "num_envs", "frame_stack", "n_step", "gamma", "codec", "frame_budget")
+_CONFIG = ("capacity", "num_envs", "frame_stack", "n_step", "gamma", "codec", "frame_budget",
+           "priority_exponent")
+# Added to |TD error| before the exponent, so that no transition's priority becomes 0.
+PRIORITY_FLOOR = 1e-6
 
 Codec = tuple[Callable[[bytes], bytes], Callable[[Any], bytes]]
 
 
 class MemoryBudgetError(ValueError):
     """The configured replay memory does not fit in the memory this machine has free."""
+
+
+class Draw(NamedTuple):
+    """Which transitions a batch holds: the random part of sampling, small and cheap."""
+
+    env: np.ndarray  # int64 [B]
+    k: np.ndarray  # int64 [B]: the absolute index of the frame each transition leads to
+    steps: np.ndarray  # int64 [B]: its n' <= n steps, fewer where the episode ended
+    weights: np.ndarray | None = None  # float32 [B]: importance weights, prioritized only
+
+    def to_lists(self) -> list[list[Any] | None]:
+        """JSON-ready, for a checkpoint's metadata."""
+        return [None if part is None else part.tolist() for part in self]
+
+    @classmethod
+    def from_lists(cls, parts: list[list[Any] | None]) -> Draw:
+        env, k, steps, *weights = parts
+        return cls(np.array(env, np.int64), np.array(k, np.int64), np.array(steps, np.int64),
+                   None if not weights or weights[0] is None
+                   else np.array(weights[0], np.float32))
 
 
 @dataclass(frozen=True)
@@ -76,14 +103,10 @@ class Batch:
     returns: np.ndarray  # float32 [B]: discounted rewards of the (possibly cut) n-step window
     next_obs: np.ndarray  # uint8 [B, frame_stack, 84, 84]: the stack n' <= n steps later
     discounts: np.ndarray  # float32 [B]: gamma ** n', 0 when the episode terminated
-
-
-class Draw(NamedTuple):
-    """Which transitions a batch holds: the random part of sampling, small and cheap."""
-
-    env: np.ndarray  # int64 [B]
-    k: np.ndarray  # int64 [B]: the absolute index of the frame each transition leads to
-    steps: np.ndarray  # int64 [B]: its n' <= n steps, fewer where the episode ended
+    # Prioritized replay only: float32 [B] importance weights for the loss, and the draw,
+    # whose transitions get their new priorities after the update. None: uniform.
+    weights: np.ndarray | None = None
+    draw: Draw | None = None
 
 
 def make_codec(name: str) -> Codec:
@@ -121,9 +144,9 @@ def check_capacity(capacity: int, num_envs: int, frame_stack: int, n_step: int,
 
 
 def check_fits(capacity: int, num_envs: int, frame_budget: int = FRAME_BUDGET,
-               available: int | None = None) -> int:
+               available: int | None = None, prioritized: bool = False) -> int:
     """Refuse, before any training, a memory the machine cannot hold; returns its bytes."""
-    need = ReplayMemory.bytes_estimate(capacity, num_envs, frame_budget)
+    need = ReplayMemory.bytes_estimate(capacity, num_envs, frame_budget, prioritized)
     if available is None:
         available = psutil.virtual_memory().available
     if need > available:
@@ -140,17 +163,22 @@ class ReplayMemory:
     Feed it what `AtariPipeline` produces: `observe_reset(pipeline.reset())`, then
     `observe(step)` after every `pipeline.step`. `capacity` counts transitions over all envs
     (each env's ring holds capacity // num_envs frames, episode-start frames included).
+
+    With `priority_exponent` alpha, sampling is prioritized: a transition is drawn with
+    probability proportional to (|TD error| + PRIORITY_FLOOR) ** alpha, as last reported by
+    `update_priorities`, and a new one gets the largest priority reported so far.
     """
 
     def __init__(self, capacity: int, num_envs: int, frame_stack: int = 4, n_step: int = 1,
                  gamma: float = 0.99, codec: str = "zstd", frame_budget: int = FRAME_BUDGET,
-                 seed: int = 0):
+                 seed: int = 0, priority_exponent: float | None = None):
         self.capacity, self.num_envs = capacity, num_envs
         self.frame_stack, self.n_step, self.gamma = frame_stack, n_step, gamma
         self.codec, self.frame_budget = codec, frame_budget
+        self.priority_exponent = priority_exponent
         self.slots = capacity // num_envs
         check_capacity(capacity, num_envs, frame_stack, n_step, frame_budget)
-        check_fits(capacity, num_envs, frame_budget)
+        check_fits(capacity, num_envs, frame_budget, prioritized=priority_exponent is not None)
         self._compress, self._decompress = make_codec(codec)
         self._rng = np.random.default_rng(seed)
         # np.zeros maps pages lazily: resident memory grows with use, up to the estimate.
@@ -161,12 +189,18 @@ class ReplayMemory:
         self._episode_start = np.zeros(num_envs, np.int64)
         self._t = 0  # absolute index of the next frame, the same in every env
         self._stored = 0
+        # Prioritized: leaf env * slots + slot holds the priority ** alpha of the transition
+        # that led to the frame in that slot (0 for an episode's first frame).
+        self._tree = SumTree(num_envs * self.slots) if priority_exponent is not None else None
+        self._max_priority = 1.0
 
     @staticmethod
-    def bytes_estimate(capacity: int, num_envs: int, frame_budget: int = FRAME_BUDGET) -> int:
+    def bytes_estimate(capacity: int, num_envs: int, frame_budget: int = FRAME_BUDGET,
+                       prioritized: bool = False) -> int:
         """Upper bound on the memory's resident bytes: everything is allocated up front."""
         slots = capacity // num_envs
-        return num_envs * slots * (frame_budget + _SLOT.itemsize) + WORKSPACE_BYTES
+        tree = 2 * SumTree(num_envs * slots).leaves * 8 if prioritized else 0
+        return num_envs * slots * (frame_budget + _SLOT.itemsize) + tree + WORKSPACE_BYTES
 
     def __len__(self) -> int:
         """Transitions stored (some of the oldest may lack frames for their stack)."""
@@ -184,20 +218,38 @@ class ReplayMemory:
         self._append(step.frame, step.first, step.actions, step.reward, step.terminated,
                      step.truncated)
 
-    def sample(self, batch_size: int) -> Batch:
-        """Uniform over the transitions whose frames and n-step window are all in memory."""
-        return self.gather(self.draw(batch_size))
+    def sample(self, batch_size: int, priority_weight: float = 1.0) -> Batch:
+        """A batch of the transitions whose frames and n-step window are all in memory:
+        uniform, or by priority with importance weights (beta = `priority_weight`)."""
+        return self.gather(self.draw(batch_size, priority_weight))
 
-    def draw(self, batch_size: int) -> Draw:
-        """The transitions of a uniform batch, without their frames (`sample`'s first half)."""
-        return Draw(*self._draw(batch_size))
+    def draw(self, batch_size: int, priority_weight: float = 1.0) -> Draw:
+        """The transitions of a batch, without their frames (`sample`'s first half)."""
+        if self._tree is None:
+            return Draw(*self._draw(batch_size))
+        env, k, steps = self._draw_prioritized(batch_size)
+        probabilities = self._tree.get(env * self.slots + k % self.slots) / self._tree.total
+        return Draw(env, k, steps, importance_weights(probabilities, self._stored,
+                                                      priority_weight))
+
+    def update_priorities(self, draw: Draw, td_errors: np.ndarray) -> None:
+        """The new |TD errors| of a drawn batch's transitions. Those evicted since the draw
+        (a prefetched batch is one env step old) are skipped, since their slots hold new
+        ones, and so are non-finite errors (the cliff detector stops such a run)."""
+        if self._tree is None:
+            raise ValueError("update_priorities needs a prioritized memory")
+        priorities = np.abs(np.asarray(td_errors, np.float64)) + PRIORITY_FLOOR
+        here = (draw.k >= self._lo[draw.env]) & np.isfinite(priorities)
+        self._tree.set(draw.env[here] * self.slots + draw.k[here] % self.slots,
+                       priorities[here] ** self.priority_exponent)
+        self._max_priority = max(self._max_priority, float(priorities[here].max(initial=0.0)))
 
     def gather(self, draw: Draw) -> Batch:
         """The drawn transitions with their stacks decompressed (`sample`'s costly half).
 
         It only reads the memory, so it can run in another thread while nothing writes.
         """
-        env, k, steps = draw
+        env, k, steps = draw.env, draw.k, draw.steps
         meta, n, fs = self._meta, self.n_step, self.frame_stack
         slot = k % self.slots
         start = meta["episode_start"][env, slot][:, None]
@@ -216,20 +268,28 @@ class ReplayMemory:
             returns=returns.astype(np.float32),
             next_obs=frames[inverse[:, fs:]],
             discounts=np.where(terminated, 0.0, self.gamma ** steps).astype(np.float32),
+            weights=draw.weights,
+            draw=draw if draw.weights is not None else None,
         )
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Plain arrays (views, not copies) and a JSON header: loadable without pickle."""
         header = {name: getattr(self, name) for name in _CONFIG}
-        header |= {"t": self._t, "stored": self._stored, "rng": self._rng.bit_generator.state}
-        return {"header": np.array(json.dumps(header)), "arena": self._arena, "meta": self._meta,
-                "lo": self._lo, "head": self._head, "episode_start": self._episode_start}
+        header |= {"t": self._t, "stored": self._stored, "rng": self._rng.bit_generator.state,
+                   "max_priority": self._max_priority}
+        state = {"header": np.array(json.dumps(header)), "arena": self._arena,
+                 "meta": self._meta, "lo": self._lo, "head": self._head,
+                 "episode_start": self._episode_start}
+        if self._tree is not None:
+            state["priorities"] = self._tree.values()
+        return state
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, np.ndarray]) -> ReplayMemory:
         """Takes the arrays over without copying them: a restore needs no second arena."""
         header = json.loads(str(state["header"]))
-        memory = cls(**{name: header[name] for name in _CONFIG})
+        # priority_exponent is missing from memories saved before prioritized replay
+        memory = cls(**{name: header[name] for name in _CONFIG if name in header})
         for name in ("arena", "meta", "lo", "head", "episode_start"):
             mine, saved = getattr(memory, f"_{name}"), state[name]
             if saved.shape != mine.shape or saved.dtype != mine.dtype:
@@ -237,6 +297,9 @@ class ReplayMemory:
             setattr(memory, f"_{name}", saved)
         memory._t, memory._stored = header["t"], header["stored"]
         memory._rng.bit_generator.state = header["rng"]
+        if memory._tree is not None:
+            memory._tree.load(np.asarray(state["priorities"], np.float64))
+            memory._max_priority = header["max_priority"]
         return memory
 
     def save(self, path: str | PathLike) -> None:
@@ -263,6 +326,9 @@ class ReplayMemory:
         record["truncated"] = truncated & ~first
         record["first"] = first
         record["episode_start"] = self._episode_start
+        if self._tree is not None:
+            self._tree.set(np.arange(self.num_envs) * self.slots + slot,
+                           np.where(first, 0.0, self._max_priority ** self.priority_exponent))
         self._stored += int(np.count_nonzero(~first))
         self._t += 1
 
@@ -313,6 +379,41 @@ class ReplayMemory:
             if not valid.any():
                 raise ValueError(_NOTHING_TO_SAMPLE)
             chosen = self._rng.choice(np.flatnonzero(valid), need)
+            parts.append((env[chosen], k[chosen] + low, steps[chosen]))
+        env, k, steps = (np.concatenate(part) for part in zip(*parts, strict=True))
+        return env, k, steps
+
+    def _draw_prioritized(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stratified draws from the sum tree (one in each of batch_size equal slices of the
+        total priority), redrawing the few that cannot be sampled: the newest frames, whose
+        n-step window is not complete, and the oldest, whose stack is partly evicted."""
+        if not self._stored:
+            raise ValueError(_NOTHING_TO_SAMPLE)
+        tree, t = self._tree, self._t
+        assert tree is not None
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        need = batch_size
+        for _ in range(_REJECTION_ROUNDS):
+            mass = (np.arange(need) + self._rng.random(need)) / need * tree.total
+            cell = tree.find(mass)
+            env, slot = np.divmod(cell, self.slots)
+            k = t - 1 - (t - 1 - slot) % self.slots  # the newest frame index in that slot
+            valid, steps = self._check(env, k)
+            valid &= (k >= 0) & (tree.get(cell) > 0)  # a leaf of 0 only through rounding
+            parts.append((env[valid], k[valid], steps[valid]))
+            need -= int(np.count_nonzero(valid))
+            if need == 0:
+                break
+        else:  # few valid transitions: pick among all of them, by priority
+            low = max(0, t - self.slots)
+            env, k = np.divmod(np.arange(self.num_envs * (t - low)), t - low)
+            valid, steps = self._check(env, k + low)
+            if not valid.any():
+                raise ValueError(_NOTHING_TO_SAMPLE)
+            candidates = np.flatnonzero(valid)
+            weight = tree.get(env[candidates] * self.slots + (k[candidates] + low) % self.slots)
+            chosen = self._rng.choice(candidates, need, p=weight / weight.sum()
+                                      if weight.sum() > 0 else None)
             parts.append((env[chosen], k[chosen] + low, steps[chosen]))
         env, k, steps = (np.concatenate(part) for part in zip(*parts, strict=True))
         return env, k, steps
