@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from atari_rl.networks import ActorCritic, QNetwork, nature_torso, scale_pixels
+from atari_rl.networks import ActorCritic, QNetwork, nature_torso, one_thread, scale_pixels
 
 NUM_ACTIONS = 4
 
@@ -115,3 +115,17 @@ def test_gradients_reach_the_first_layer_from_uint8_input() -> None:
     first_conv = net.torso[0]
     assert first_conv.weight.grad is not None
     assert first_conv.weight.grad.abs().sum() > 0
+
+
+def test_one_thread_restores_the_thread_count_it_found_even_after_an_error() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="inside"), one_thread(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        with one_thread(torch.device("meta")):  # not the CPU: its threads are left alone
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

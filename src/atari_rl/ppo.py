@@ -32,6 +32,7 @@ from atari_rl.networks import (
     bf16_autocast,
     bf16_pays_off,
     channels_last,
+    one_thread,
 )
 from atari_rl.plots import POLICY_ENTROPY, STATE_VALUES, FigureSpec, Panel
 from atari_rl.rollout import Rollout, RolloutBatch
@@ -132,8 +133,9 @@ class PPOAgent:
         """Draw from the policy; keep each action's log-probability and the state's value."""
         uniform = torch.rand(len(obs), self.num_actions, generator=self._sampling,
                              device=self.device)
-        actions, log_prob, values = self._policy_step(self._input(torch.from_numpy(obs)),
-                                                      uniform)
+        with one_thread(self.device):  # faster here for a few observations (networks.py)
+            actions, log_prob, values = self._policy_step(self._input(torch.from_numpy(obs)),
+                                                          uniform)
         self._acted = (log_prob.cpu().numpy(), values.cpu().numpy())
         return actions.cpu().numpy()
 
