@@ -25,7 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from atari_rl.envs import FRAMESKIP, AtariPipeline, EnvConfig
-from atari_rl.policy import EVAL_EPSILON, one_torch_thread
+from atari_rl.networks import one_thread
+from atari_rl.policy import EVAL_EPSILON
 
 STICKY_ACTION_PROB = 0.25  # Machado et al. 2018
 MAX_FRAMES_PER_GAME = 108_000
@@ -139,7 +140,7 @@ def evaluate(actor: Actor, game: str, protocol: EvalProtocol,
     capped = np.zeros(num_envs, dtype=bool)  # did the env's last game end at the frame cap
     start = time.perf_counter()
     agent_steps = 0
-    with closing(env), one_torch_thread():
+    with closing(env), one_thread():
         obs = env.reset()
         while any(len(p) < s for p, s in zip(played, shares, strict=True)):
             step = env.step(actor.act(obs, greedy=protocol.greedy))

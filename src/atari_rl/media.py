@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 from atari_rl.algorithms import PROBABILITIES
 from atari_rl.envs import FIRE, FRAMESKIP, AtariPipeline
 from atari_rl.evaluation import EvalProtocol
-from atari_rl.policy import one_torch_thread
+from atari_rl.networks import one_thread
 from atari_rl.screen import SCREEN_SHAPE, ScreenEmulator
 
 SCREEN_FPS = 60  # one video frame per emulator frame
@@ -225,7 +225,7 @@ def record(actor: Actor, game: str, video_path: Path, settings: RecordSettings,
     env = AtariPipeline(config, emulator=emulator)
     title = f"{game.replace('_', ' ').upper()} · {actor.algo.upper()}"
     try:
-        with one_torch_thread():
+        with one_thread():
             played = [_play_game(actor, env, emulator, canvas, protocol, title, number)
                       for number in range(1, protocol.games + 1)]
         writer.finish()

@@ -121,16 +121,19 @@ def bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:
 
 
 @contextmanager
-def one_thread(device: torch.device) -> Iterator[None]:
+def one_thread() -> Iterator[None]:
     """Torch on one CPU thread inside, then back to the count it had (the automatic one
-    included). PPO acts in it: its compiled act on 8 observations is a chain of small
-    kernels, each an OpenMP region that the second thread must join, woken from sleep after
-    every step of the emulators. In the training loop (2 cores) that took 2.2 ms a call
-    against 1.7 ms on one thread. A2C's act (16 envs) did not change, and Double DQN's
-    greedy act got slower (2.2 against 1.7 ms), so they keep all threads."""
-    if device.type != "cpu":
-        yield
-        return
+    included), for forward passes on a few stacks while the emulator threads need the cores.
+
+    - Evaluation and recording play batches of 1 to 16 stacks: on a loaded 2-core machine
+      two torch threads took 77 ms per batch of 2 stacks and one thread 0.6 ms, since the
+      threads only fought each other.
+    - PPO acts in it: its compiled act on 8 observations is a chain of small kernels, each
+      an OpenMP region that the second thread must join, woken from sleep after every step
+      of the emulators. In the training loop (2 cores) an act took 2.1-2.2 ms with both
+      threads and 1.7 ms on one. A2C's act (16 envs) did not change, and Double DQN's
+      greedy act got slower (2.2 against 1.7 ms), so in training they keep all threads.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

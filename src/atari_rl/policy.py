@@ -10,8 +10,6 @@ algorithm's `load_network` recognises or not (`algorithms.py`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -133,21 +131,6 @@ class RandomPolicy:
 
     def act(self, obs: np.ndarray, greedy: bool = True) -> np.ndarray:
         return self.rng.integers(0, self.num_actions, len(obs)).astype(np.int64)
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run the small batches of play (1 to 16 stacks) on one torch thread.
-
-    With the emulator threads busy on a loaded 2-core machine, two torch threads took
-    77 ms per batch of 2 stacks and one thread 0.6 ms: the threads only fought each other.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def pretrained_dir(name: str) -> Path:

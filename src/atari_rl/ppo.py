@@ -133,7 +133,7 @@ class PPOAgent:
         """Draw from the policy; keep each action's log-probability and the state's value."""
         uniform = torch.rand(len(obs), self.num_actions, generator=self._sampling,
                              device=self.device)
-        with one_thread(self.device):  # faster here for a few observations (networks.py)
+        with one_thread():  # faster here for a few observations (networks.py)
             actions, log_prob, values = self._policy_step(self._input(torch.from_numpy(obs)),
                                                           uniform)
         self._acted = (log_prob.cpu().numpy(), values.cpu().numpy())
