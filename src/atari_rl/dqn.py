@@ -228,7 +228,6 @@ class DQNAgent:
         self.updates = 0
         self.target_syncs = 0
         self._episodes_cut = False
-        self._priority_weight = config.priority_weight  # beta, set before each update
         # The first update waits for learning_starts and for complete n-step windows.
         self.first_update_step = max(config.learning_starts,
                                      config.num_envs * (config.n_steps + 1))
@@ -352,26 +351,27 @@ class DQNAgent:
                     "replay_size": float(len(self.memory))}
         if updates == 0:
             return None
-        self._priority_weight = priority_weight(config, agent_step)
+        beta = priority_weight(config, agent_step)
         sums: dict[str, float] = {}
         for _ in range(updates):
-            for name, value in self.update(self.next_batch()).items():
+            for name, value in self.update(self.next_batch(beta)).items():
                 sums[name] = sums.get(name, 0.0) + value / updates
         sums.update(epsilon=epsilon(config, agent_step), replay_size=float(len(self.memory)))
         return sums
 
-    def next_batch(self) -> Batch:
+    def next_batch(self, beta: float = 1.0) -> Batch:
         """The batch of the next update. With prefetch it was drawn at the update before,
         from the memory as it was then (one env step older), and the one after it starts
-        gathering now: the draws come in the same order as without prefetch."""
+        gathering now: the draws come in the same order as without prefetch. `beta` is
+        prioritized replay's `priority_weight` now (ignored by a uniform memory)."""
         size = self.config.batch_size
         if self._pending is not None:
             batch = self._pending[1].result()
             self._pending = None
         else:
-            batch = self.memory.sample(size, self._priority_weight)
+            batch = self.memory.sample(size, beta)
         if self.config.prefetch:
-            self._prefetch(self.memory.draw(size, self._priority_weight))
+            self._prefetch(self.memory.draw(size, beta))
         return batch
 
     def _prefetch(self, draw: Draw) -> None:

@@ -30,8 +30,13 @@ class SumTree:
         if size < 1:
             raise ValueError("a sum tree needs at least one leaf")
         self.size = size
-        self.leaves = 1 << (size - 1).bit_length()
+        self.leaves = _leaves(size)
         self._tree = np.zeros(2 * self.leaves, np.float64)
+
+    @staticmethod
+    def bytes_for(size: int) -> int:
+        """What a tree of `size` leaves holds, without building one."""
+        return 2 * _leaves(size) * np.dtype(np.float64).itemsize
 
     @property
     def total(self) -> float:
@@ -82,6 +87,11 @@ class SumTree:
             parents = np.arange(level // 2, level)
             self._tree[parents] = self._tree[2 * parents] + self._tree[2 * parents + 1]
             level //= 2
+
+
+def _leaves(size: int) -> int:
+    """The leaf level's width: the power of two at or above size."""
+    return 1 << (size - 1).bit_length()
 
 
 def importance_weights(probabilities: np.ndarray, population: int, beta: float) -> np.ndarray:

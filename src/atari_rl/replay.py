@@ -103,10 +103,14 @@ class Batch:
     returns: np.ndarray  # float32 [B]: discounted rewards of the (possibly cut) n-step window
     next_obs: np.ndarray  # uint8 [B, frame_stack, 84, 84]: the stack n' <= n steps later
     discounts: np.ndarray  # float32 [B]: gamma ** n', 0 when the episode terminated
-    # Prioritized replay only: float32 [B] importance weights for the loss, and the draw,
-    # whose transitions get their new priorities after the update. None: uniform.
-    weights: np.ndarray | None = None
+    # Prioritized replay only: the draw, with its importance weights, whose transitions get
+    # their new priorities after the update. None: uniform.
     draw: Draw | None = None
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """float32 [B] importance weights for the loss; None for a uniform batch."""
+        return None if self.draw is None else self.draw.weights
 
 
 def make_codec(name: str) -> Codec:
@@ -199,7 +203,7 @@ class ReplayMemory:
                        prioritized: bool = False) -> int:
         """Upper bound on the memory's resident bytes: everything is allocated up front."""
         slots = capacity // num_envs
-        tree = 2 * SumTree(num_envs * slots).leaves * 8 if prioritized else 0
+        tree = SumTree.bytes_for(num_envs * slots) if prioritized else 0
         return num_envs * slots * (frame_budget + _SLOT.itemsize) + tree + WORKSPACE_BYTES
 
     def __len__(self) -> int:
@@ -225,9 +229,9 @@ class ReplayMemory:
 
     def draw(self, batch_size: int, priority_weight: float = 1.0) -> Draw:
         """The transitions of a batch, without their frames (`sample`'s first half)."""
+        env, k, steps = self._draw(batch_size)
         if self._tree is None:
-            return Draw(*self._draw(batch_size))
-        env, k, steps = self._draw_prioritized(batch_size)
+            return Draw(env, k, steps)
         probabilities = self._tree.get(env * self.slots + k % self.slots) / self._tree.total
         return Draw(env, k, steps, importance_weights(probabilities, self._stored,
                                                       priority_weight))
@@ -268,7 +272,6 @@ class ReplayMemory:
             returns=returns.astype(np.float32),
             next_obs=frames[inverse[:, fs:]],
             discounts=np.where(terminated, 0.0, self.gamma ** steps).astype(np.float32),
-            weights=draw.weights,
             draw=draw if draw.weights is not None else None,
         )
 
@@ -358,65 +361,49 @@ class ReplayMemory:
         self._lo[env] += 1
 
     def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rejection sampling: uniform proposals over the ring, keeping the valid ones."""
+        """Rejection sampling: proposals (`_propose`), keeping the valid ones; a proposal
+        outside the ring's frames (a slot never written, by rounding) is not valid either."""
         if not self._stored:
             raise ValueError(_NOTHING_TO_SAMPLE)
         low = max(0, self._t - self.slots)
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         need = batch_size
         for _ in range(_REJECTION_ROUNDS):
-            env = self._rng.integers(0, self.num_envs, 2 * need)
-            k = self._rng.integers(low, self._t, 2 * need)
+            env, k = self._propose(need, low)
             valid, steps = self._check(env, k)
-            chosen = np.flatnonzero(valid)[:need]
+            chosen = np.flatnonzero(valid & (k >= low))[:need]
             parts.append((env[chosen], k[chosen], steps[chosen]))
             need -= len(chosen)
             if need == 0:
                 break
-        else:  # few valid transitions: pick among all of them
+        else:  # few valid transitions: pick among all of them (by priority, if prioritized)
             env, k = np.divmod(np.arange(self.num_envs * (self._t - low)), self._t - low)
             valid, steps = self._check(env, k + low)
             if not valid.any():
                 raise ValueError(_NOTHING_TO_SAMPLE)
-            chosen = self._rng.choice(np.flatnonzero(valid), need)
+            candidates = np.flatnonzero(valid)
+            p = None
+            if self._tree is not None:
+                weight = self._tree.get(env[candidates] * self.slots
+                                        + (k[candidates] + low) % self.slots)
+                p = weight / weight.sum() if weight.sum() > 0 else None
+            chosen = self._rng.choice(candidates, need, p=p)
             parts.append((env[chosen], k[chosen] + low, steps[chosen]))
         env, k, steps = (np.concatenate(part) for part in zip(*parts, strict=True))
         return env, k, steps
 
-    def _draw_prioritized(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stratified draws from the sum tree (one in each of batch_size equal slices of the
-        total priority), redrawing the few that cannot be sampled: the newest frames, whose
-        n-step window is not complete, and the oldest, whose stack is partly evicted."""
-        if not self._stored:
-            raise ValueError(_NOTHING_TO_SAMPLE)
-        tree, t = self._tree, self._t
-        assert tree is not None
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        need = batch_size
-        for _ in range(_REJECTION_ROUNDS):
-            mass = (np.arange(need) + self._rng.random(need)) / need * tree.total
-            cell = tree.find(mass)
-            env, slot = np.divmod(cell, self.slots)
-            k = t - 1 - (t - 1 - slot) % self.slots  # the newest frame index in that slot
-            valid, steps = self._check(env, k)
-            valid &= (k >= 0) & (tree.get(cell) > 0)  # a leaf of 0 only through rounding
-            parts.append((env[valid], k[valid], steps[valid]))
-            need -= int(np.count_nonzero(valid))
-            if need == 0:
-                break
-        else:  # few valid transitions: pick among all of them, by priority
-            low = max(0, t - self.slots)
-            env, k = np.divmod(np.arange(self.num_envs * (t - low)), t - low)
-            valid, steps = self._check(env, k + low)
-            if not valid.any():
-                raise ValueError(_NOTHING_TO_SAMPLE)
-            candidates = np.flatnonzero(valid)
-            weight = tree.get(env[candidates] * self.slots + (k[candidates] + low) % self.slots)
-            chosen = self._rng.choice(candidates, need, p=weight / weight.sum()
-                                      if weight.sum() > 0 else None)
-            parts.append((env[chosen], k[chosen] + low, steps[chosen]))
-        env, k, steps = (np.concatenate(part) for part in zip(*parts, strict=True))
-        return env, k, steps
+    def _propose(self, need: int, low: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate transitions (env, k). Uniform: twice `need` over the ring, since a few
+        are rejected (the newest frames, whose n-step window is not complete, and the
+        oldest, whose stack is partly evicted). Prioritized: stratified, one in each of
+        `need` equal slices of the total priority, those rejected drawn again next round.
+        Slots of priority 0 (episode starts, slots never written) are rejected as invalid."""
+        if self._tree is None:
+            return (self._rng.integers(0, self.num_envs, 2 * need),
+                    self._rng.integers(low, self._t, 2 * need))
+        mass = (np.arange(need) + self._rng.random(need)) / need * self._tree.total
+        env, slot = np.divmod(self._tree.find(mass), self.slots)
+        return env, self._t - 1 - (self._t - 1 - slot) % self.slots  # newest frame in slot
 
     def _check(self, env: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Which transitions (leading to frame k of env) can be sampled, and their n'."""
