@@ -40,13 +40,14 @@ def sb3_steps_per_s(model: Any, warmup_steps: int, steps: int) -> float:
 
 
 def learn_and_evaluate(preset: str, steps: int, games: int, options: tuple[str, ...] = (),
-                       time_limit_s: float | None = None,
-                       run_dir: Path | None = None) -> dict[str, Any]:
+                       time_limit_s: float | None = None, run_dir: Path | None = None,
+                       eval_options: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train a preset for `steps` agent steps, then score `games` whole evaluation games.
 
     With `time_limit_s`, training gets SIGTERM when the time is up: the run writes a
     checkpoint and stops, and that checkpoint is what is scored (for a lent machine's short
-    budget). `options` are more `atari-rl train` options.
+    budget). `options` are more `atari-rl train` options, `eval_options` more `atari-rl
+    evaluate` options (--num-envs=32, say: the scores do not depend on it).
     """
     run_dir = run_dir or Path("runs") / f"bench-{preset}-breakout-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.perf_counter()
@@ -64,11 +65,33 @@ def learn_and_evaluate(preset: str, steps: int, games: int, options: tuple[str, 
     reached = int(checkpoints[-1].name.split("-")[1]) if checkpoints else steps
     out = run_dir / EVALUATION_FILE
     subprocess.run([sys.executable, "-m", "atari_rl.cli", "evaluate", str(target),
-                    "--protocols", "epsilon", "--games", str(games), "--out", str(out)], check=True)
+                    "--protocols", "epsilon", "--games", str(games), "--out", str(out),
+                    *eval_options], check=True)
     result = json.loads(out.read_text())
     return {"learning_steps": reached, "train_hours": round(hours, 3), "run_dir": str(run_dir),
             "eval_games": games, "eval_mean": result["mean"], "eval_std": result["std"],
-            "eval_median": result["median"]}
+            "eval_median": result["median"],
+            "train_seconds_to_mean100": seconds_to_scores(run_dir / METRICS_FILE)}
+
+
+def seconds_to_scores(metrics: Path, scores: tuple[int, ...] = (50, 100, 150, 200, 300)
+                      ) -> dict[str, float | None]:
+    """Seconds of training until the rolling 100-game training mean first reached each score:
+    the sum of each metrics.csv row's steps over its steps/s, so process start-up and the
+    time between the last row and the score are left out (None: never reached)."""
+    import csv
+
+    reached: dict[str, float | None] = {str(score): None for score in scores}
+    seconds, previous = 0.0, 0
+    with open(metrics) as handle:
+        for row in csv.DictReader(handle):
+            step, rate = int(row["step"]), float(row["steps_per_s"])
+            seconds += (step - previous) / rate if rate > 0 else 0.0
+            previous = step
+            for score in scores:
+                if reached[str(score)] is None and float(row["score_mean100"]) >= score:
+                    reached[str(score)] = round(seconds, 1)
+    return reached
 
 
 def train_in(config: Any, run_dir: Path) -> None:

@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=None, help="seconds of training")
     parser.add_argument("--train-option", action="append", default=[],
                         help="an extra `atari-rl train` option, e.g. --train-option=--num-envs=16")
+    parser.add_argument("--eval-option", action="append", default=[],
+                        help="an extra `atari-rl evaluate` option, e.g. "
+                             "--eval-option=--num-envs=32")
     parser.add_argument("--games", type=int, default=30)
     parser.add_argument("--run-dir", type=Path, default=None, help="of the learning run")
     args = parser.parse_args()
@@ -74,7 +77,8 @@ def main() -> None:
         options = tuple(args.train_option)  # --num-envs=16 form: argparse takes it as is
         result.update(train_options=list(options), **learn_and_evaluate(
             "ppo", args.learning_steps, args.games, options=options,
-            time_limit_s=args.time_limit, run_dir=args.run_dir))
+            time_limit_s=args.time_limit, run_dir=args.run_dir,
+            eval_options=tuple(args.eval_option)))
     print(json.dumps(result))
 
 
