@@ -12,7 +12,8 @@ checkpoint on SIGTERM) and scores that checkpoint: for a lent GPU machine's shor
 
     python benchmarks/ppo_breakout.py                   # throughput, ~5 minutes
     python benchmarks/ppo_breakout.py --skip-throughput --learning --time-limit 420 \\
-        --train-option=--num-envs=16                    # on a GPU machine
+        --train-option=--num-envs=64 --eval-option=--num-envs=50   # on a GPU machine
+    bash benchmarks/device_ppo.sh     # the same, with the options of the H100 run (README)
 
 The last line of output is one JSON object.
 """
