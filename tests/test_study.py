@@ -138,7 +138,10 @@ def test_bad_command_line_values_are_refused(tmp_path, capsys):
     spec = tiny_spec(tmp_path / "tiny.toml")
     for args, complaint in ((["--seeds", "0,x"], "--seeds must be integers"),
                             (["--steps", "0"], "steps must be a positive"),
-                            (["--games", "0"], "games (evaluation games per trial)")):
+                            (["--games", "0"], "games (evaluation games per trial)"),
+                            (["--configurations", "entropy-0.1,nope"],
+                             "has no configuration 'nope' (it has entropy-0.1, entropy-0.01)"),
+                            (["--configurations", ","], "must name at least one")):
         assert main(["study", str(spec), "--out", str(tmp_path / "s"), *args]) == 2
         assert complaint in capsys.readouterr().err
     assert main(["study", "no-such-study"]) == 2
@@ -152,6 +155,16 @@ def test_command_line_steps_replace_a_configurations_own(tmp_path):
     assert [t.steps for t in spec.trials()] == [5000] * 3
     apply_command_line(spec, "4,5", 700, 2)
     assert [(t.seed, t.steps, t.eval_games) for t in spec.trials()] == [(4, 700, 2), (5, 700, 2)]
+
+
+def test_command_line_configurations_keep_only_those_named():
+    spec = parse_spec({"seeds": [0, 1], "configurations": [
+        {"name": name, "preset": "a2c"} for name in ("a", "b", "c")]}, "x")
+    apply_command_line(spec, None, None, None, "c,a")
+    assert [c.name for c in spec.configurations] == ["a", "c"]  # in the spec's order
+    assert [t.run for t in spec.trials()] == ["a-breakout-seed0", "a-breakout-seed1",
+                                              "c-breakout-seed0", "c-breakout-seed1"]
+    assert spec.chooses({"configuration": "c"}) and not spec.chooses({"configuration": "b"})
 
 
 # --- studies on Ray -----------------------------------------------------------------------
@@ -223,6 +236,20 @@ def test_other_settings_in_the_same_study_directory_are_refused(finished_study, 
     assert main(["study", str(out.parent / "tiny.toml"), "--out", str(out),
                  "--steps", "600"]) == 2
     assert "with other settings" in capsys.readouterr().err
+
+
+def test_a_study_runs_only_the_configurations_named(tmp_path, capsys):
+    """--configurations: a second seed for some settings of a long study, say; the other
+    configurations get no trial and nothing of theirs starts."""
+    spec = tiny_spec(tmp_path / "tiny.toml", seeds="[0]")
+    out = tmp_path / "study"
+    assert main(["study", str(spec), "--out", str(out), "--configurations", "entropy-0.01"]) == 0
+    assert run_names(out) == ["entropy-0.01-breakout-seed0"]
+    assert trial_status(out, "entropy-0.01-breakout-seed0") == "finished"
+    assert not (out / RUNS_DIR / "entropy-0.1-breakout-seed0").exists()
+    started = [line for line in capsys.readouterr().err.splitlines()
+               if line.startswith("started")]
+    assert started == ["started  entropy-0.01-breakout-seed0"]
 
 
 def test_a_failing_trial_does_not_stop_the_others(tmp_path):

@@ -167,6 +167,9 @@ def _add_study_command(commands: Any) -> None:
                        help="agent steps per trial (default: the spec's)")
     study.add_argument("--games", type=int, default=None,
                        help="evaluation games per trial (default: the spec's)")
+    study.add_argument("--configurations", default=None, metavar="LIST",
+                       help="only these of the spec's configurations, e.g. dueling,prioritized "
+                            "(default: all); the others' trials are left as they are")
     study.add_argument("--out", type=Path, default=None,
                        help=f"the study directory (default {DEFAULT_OUT}/study-NAME); run the "
                             f"same command again to resume it")
@@ -408,7 +411,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from atari_rl.study_run import run_study
 
     spec = _usage(load_spec, args.spec)
-    _usage(apply_command_line, spec, args.seeds, args.steps, args.games)
+    _usage(apply_command_line, spec, args.seeds, args.steps, args.games, args.configurations)
     resuming = (Path(args.spec) / STUDY_FILE).is_file()  # SPEC is a study directory
     out = args.out or (Path(args.spec) if resuming else DEFAULT_OUT / f"study-{spec.name}")
     return _usage(run_study, spec, out, args.address or os.environ.get("RAY_ADDRESS"))

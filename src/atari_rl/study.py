@@ -106,6 +106,11 @@ class StudySpec:
     def configuration(self, name: str) -> Configuration:
         return next(c for c in self.configurations if c.name == name)
 
+    def chooses(self, trial: dict[str, Any]) -> bool:
+        """Whether a trial of a study directory is one of this spec's configurations'
+        (--configurations may have left some of the directory's out)."""
+        return any(c.name == trial["configuration"] for c in self.configurations)
+
     def trials(self) -> list[Trial]:
         """Every trial, configuration by configuration, then game, then seed."""
         return [
@@ -233,9 +238,18 @@ def _configuration(entry: Any) -> Configuration:
 
 
 def apply_command_line(spec: StudySpec, seeds: str | None, steps: int | None,
-                       games: int | None) -> StudySpec:
+                       games: int | None, configurations: str | None = None) -> StudySpec:
     """The command line's --seeds, --steps and --games replace the spec's (steps: every
-    configuration's, its own overrides included)."""
+    configuration's, its own overrides included); --configurations keeps only the ones it
+    names (a second seed for the leading settings of a long study, say)."""
+    if configurations is not None:
+        names = [name.strip() for name in configurations.split(",") if name.strip()]
+        known = [c.name for c in spec.configurations]
+        for name in names:
+            _require(name in known, f"--configurations: the study has no configuration "
+                                    f"'{name}' (it has {', '.join(known)})")
+        _require(bool(names), "--configurations must name at least one configuration")
+        spec.configurations = [c for c in spec.configurations if c.name in names]
     if seeds is not None:
         try:
             spec.seeds = [int(s) for s in seeds.split(",") if s.strip()]

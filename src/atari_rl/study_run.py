@@ -470,12 +470,13 @@ def _run_of(trial: Any) -> str:
 def run_study(spec: StudySpec, study_dir: Path, address: str | None = None,
               summary_every_s: float = 30.0,
               write: Callable[[str], None] | None = None) -> int:
-    """Run every unfinished trial of the study on Ray; 0 when all finished, 1 when some
-    failed. ValueError (one line) for what can be refused before any trial starts."""
+    """Run every unfinished trial of the spec's configurations on Ray (the study directory
+    may hold others, left as they are); 0 when all finished, 1 when some failed. ValueError
+    (one line) for what can be refused before any trial starts."""
     write = write or (lambda line: print(line, file=sys.stderr, flush=True))
     study_dir = study_dir.resolve()
     record = plan(spec, study_dir)
-    trials = [Trial(**t) for t in record["trials"]]
+    trials = [Trial(**t) for t in record["trials"] if spec.chooses(t)]
     pending = [t for t in trials if trial_status(study_dir, t.run) != "finished"]
     if pending:
         _run_on_ray(spec, record, study_dir, pending, address, summary_every_s, write)
@@ -520,8 +521,9 @@ def _run_on_ray(spec: StudySpec, record: dict[str, Any], study_dir: Path,
         study_dir.mkdir(parents=True, exist_ok=True)
         write_json(study_dir / STUDY_FILE, record)
         trials = len(record["trials"])
-        write(f"study {spec.name} in {study_dir}: {trials} trials, {trials - len(pending)} "
-              f"finished before, {len(pending)} to run")
+        left = sum(not spec.chooses(t) for t in record["trials"])
+        write(f"study {spec.name} in {study_dir}: {trials} trials, {len(pending)} to run"
+              + (f", {left} of other configurations left as they are" if left else ""))
         write(f"Ray: {cpus:g} CPUs, {gpus:g} GPUs; each trial takes {spec.cpus_per_trial} "
               f"CPU(s){f' and {gpu_share:.3g} GPU' if gpu_share else ''}")
         study_id = record["id"]
