@@ -59,15 +59,12 @@ tail -n 1 "$OUT/log.txt" >"$OUT/result.json"
 import sys
 from pathlib import Path
 
-from atari_rl.checkpoints import save_tensors
 from atari_rl.policy import load_policy
 from atari_rl.training import latest_checkpoint
 
-run, out = Path(sys.argv[1]), Path(sys.argv[2])
-policy = load_policy(latest_checkpoint(run))
-save_tensors(out, policy.network.state_dict(), {"algo": policy.algo, "game": policy.game,
-                                                "num_actions": str(policy.num_actions)})
-print("policy of", latest_checkpoint(run).name, "->", out)
+checkpoint, out = latest_checkpoint(Path(sys.argv[1])), Path(sys.argv[2])
+load_policy(checkpoint).save(out)
+print("policy of", checkpoint.name, "->", out)
 EOF
 cp "$RUN"/config.json "$RUN"/metrics.csv "$RUN"/games.csv "$RUN"/evaluation.json "$OUT"/
 kill %1 2>/dev/null || true

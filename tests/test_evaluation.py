@@ -78,6 +78,15 @@ def test_a_training_checkpoint_is_a_policy_too(run_copy):
             assert torch.equal(tensor, trained[name])
     assert main(["evaluate", str(checkpoint), "--games", "1", "--max-frames", "200"]) == 0
     assert (checkpoint.parent / f"step-000000000123.{EVALUATION_FILE}").is_file()
+
+    # Policy.save: the checkpoint's network alone, a policy file with its algo and game
+    exported = run / "exported.safetensors"
+    load_policy(checkpoint).save(exported)
+    assert set(load_file(str(exported))) == set(trained)  # no optimizer tensors
+    again = load_policy(exported)
+    assert (again.algo, again.game, again.num_actions) == ("a2c", "breakout", 4)
+    for name, tensor in again.network.state_dict().items():
+        assert torch.equal(tensor, trained[name])
     assert not (checkpoint / EVALUATION_FILE).exists()
     assert not (run / EVALUATION_FILE).exists()
 

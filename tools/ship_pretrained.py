@@ -15,9 +15,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from atari_rl.checkpoints import read_json, save_tensors
 from atari_rl.cli import main as atari_rl
-from atari_rl.config import from_dict
 from atari_rl.policy import PRETRAINED_ROOT, load_policy
 from atari_rl.run_files import (
     CHECKPOINT_DIR,
@@ -29,7 +27,6 @@ from atari_rl.run_files import (
     VIDEO_FILE,
     VIDEO_INFO_FILE,
 )
-from atari_rl.training import policy_metadata
 
 GIF_FRAMES = 2400  # emulator frames in the GIF: 40 s of play, about 2 MB
 
@@ -44,11 +41,8 @@ def ship(run_dir: Path, name: str, checkpoint: str | None = None, games: int = 1
     """Write root/name/ from a run (its final policy, or one of its checkpoints)."""
     out = root / name
     out.mkdir(parents=True, exist_ok=True)
-    config = from_dict(read_json(run_dir / CONFIG_FILE))
     if checkpoint:
-        policy = load_policy(run_dir / CHECKPOINT_DIR / checkpoint)
-        save_tensors(out / FINAL_POLICY, policy.network.state_dict(),
-                     policy_metadata(config, policy.num_actions))
+        load_policy(run_dir / CHECKPOINT_DIR / checkpoint).save(out / FINAL_POLICY)
     else:
         shutil.copy(run_dir / FINAL_POLICY, out / FINAL_POLICY)
     for file in (CONFIG_FILE, METRICS_FILE, GAMES_FILE, EVENTS_FILE):

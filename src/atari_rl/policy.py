@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from atari_rl.algorithms import PROBABILITIES, algorithms
-from atari_rl.checkpoints import is_run_dir, read_json
+from atari_rl.checkpoints import is_run_dir, read_json, save_tensors
 from atari_rl.envs import game_id
 from atari_rl.networks import FIRST_CONV
 from atari_rl.run_files import (
@@ -55,6 +55,11 @@ def action_names(game: str) -> tuple[str, ...]:
     return tuple(action.name for action in ale.getMinimalActionSet())
 
 
+def policy_metadata(algo: str, game: str, num_actions: int) -> dict[str, str]:
+    """What a policy file's safetensors metadata says, which `load_policy` reads back."""
+    return {"algo": algo, "game": game, "num_actions": str(num_actions)}
+
+
 def uniform_entropy(num_actions: int) -> float:
     """Entropy of the uniform policy in nats, ln(num_actions): the ceiling entropy can reach."""
     return math.log(num_actions)
@@ -80,6 +85,12 @@ class Policy:
     @property
     def action_names(self) -> tuple[str, ...]:
         return action_names(self.game)
+
+    def save(self, path: Path) -> None:
+        """The network's weights alone, as a policy file that `load_policy` reads (a
+        checkpoint's policy without its optimizer's moments, for shipping or copying)."""
+        save_tensors(path, self.network.state_dict(),
+                     policy_metadata(self.algo, self.game, self.num_actions))
 
     @property
     def values_label(self) -> str:

@@ -39,6 +39,7 @@ from atari_rl.cores import ThreadGovernor, measure_free_cores
 from atari_rl.envs import AtariPipeline, Step
 from atari_rl.metrics import MetricsLogger, Progress, truncate_metrics
 from atari_rl.networks import configure_cpu_threads, pick_device
+from atari_rl.policy import policy_metadata
 from atari_rl.run_files import CONFIG_FILE, FINAL_POLICY
 
 
@@ -83,10 +84,6 @@ class CliffStopped(Exception):
 
 def make_agent(config: RunConfig, num_actions: int, device: torch.device) -> Agent:
     return get(config.algo).make_agent(config, num_actions, device)
-
-
-def policy_metadata(config: RunConfig, num_actions: int) -> dict[str, str]:
-    return {"algo": config.algo, "game": config.game, "num_actions": str(num_actions)}
 
 
 def segment_seed(config: RunConfig, segment: int) -> int:
@@ -236,7 +233,8 @@ class _Run:
     def finish(self) -> dict[str, float]:
         """Write the final policy; returns the final scores."""
         save_tensors(self.run_dir / FINAL_POLICY, self.agent.network.state_dict(),
-                     policy_metadata(self.config, self.env.num_actions))
+                     policy_metadata(self.config.algo, self.config.game,
+                                     self.env.num_actions))
         scores = self.logger.scores
         return {"agent_steps": self.step, "games": scores.games,
                 "score_mean100": scores.mean100, "score_mean20": scores.mean20,
