@@ -15,6 +15,7 @@ import torch
 from atari_rl.checkpoints import list_checkpoints, load_checkpoint, load_tensors
 from atari_rl.config import from_dict
 from atari_rl.run_files import CONFIG_FILE, FINAL_POLICY, GAMES_FILE, METRICS_FILE
+from atari_rl.stop_signals import StopSignals
 from atari_rl.training import make_agent
 
 SHORT_RUN = ["--steps", "3200", "--num-envs", "4", "--no-compile", "--checkpoint-every", "800",
@@ -93,6 +94,28 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path):
     resumed = run("--resume", str(run_dir), "--steps", str(state["step"] + 800))
     assert resumed.returncode == 0, resumed.stderr
     assert list_checkpoints(run_dir)[-1].name > latest.name
+
+
+def _deliver(number: int) -> None:
+    """Send a signal to this process and let Python run its handler."""
+    os.kill(os.getpid(), number)
+    for _ in range(100):
+        time.sleep(0.001)
+
+
+def test_stop_signals_turn_a_signal_into_a_flag_and_a_second_into_an_interrupt():
+    before = signal.getsignal(signal.SIGTERM)
+    seen: list[int] = []
+    with StopSignals(on_first=seen.append, again_stops_now=True) as stop:
+        _deliver(signal.SIGTERM)
+        assert stop.received == signal.SIGTERM and seen == [signal.SIGTERM]
+        with pytest.raises(KeyboardInterrupt):
+            _deliver(signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is before
+    with StopSignals() as patient:  # training: later signals change nothing
+        _deliver(signal.SIGINT)
+        _deliver(signal.SIGTERM)
+    assert patient.received == signal.SIGINT
 
 
 def test_only_the_last_checkpoints_and_the_best_are_kept(tmp_path):

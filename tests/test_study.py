@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from atari_rl import config as cfg
+from atari_rl.checkpoints import list_checkpoints
 from atari_rl.cli import build_parser, main
 from atari_rl.run_files import (
     CHECKPOINT_DIR,
@@ -28,7 +29,7 @@ from atari_rl.run_files import (
     TRIAL_FILE,
 )
 from atari_rl.study import apply_command_line, builtin_studies, load_spec, parse_spec
-from atari_rl.study_run import COPY_ENV, LOGS_DIR, run_study, trial_status
+from atari_rl.study_run import COPY_ENV, LOGS_DIR, run_study, steps_done, trial_status
 from atari_rl.study_stats import RUNS_DIR, STUDY_FILE
 
 TINY_OVERRIDES = ("overrides = { num_envs = 2, compile = false, log_every = 100, noop_max = 0,"
@@ -303,6 +304,51 @@ def test_a_killed_study_resumes_without_redoing_finished_trials(tmp_path, capsys
         out / LOGS_DIR / f"{long_run}.log").read_text()
     config = json.loads((out / RUNS_DIR / long_run / CONFIG_FILE).read_text())
     assert config["steps"] == 8000 and trial_status(out, long_run) == "finished"
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the driver", "Ctrl-C"])
+def test_a_stopped_study_checkpoints_its_trials_and_says_how_to_resume(tmp_path, how):
+    """A cluster's scheduler sends SIGTERM to the command; a terminal's Ctrl-C sends SIGINT
+    to its whole process group. Either way each running trial checkpoints at the step it
+    reached, nothing is marked failed, and the command ends with one line and 128 + the
+    signal."""
+    spec = tiny_spec(tmp_path / "tiny.toml", steps=200_000, seeds="[0]", checkpoint_every=1000)
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "atari_rl.cli", "study", str(spec), "--out", str(out)]
+    study = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    runs = ["entropy-0.1-breakout-seed0", "entropy-0.01-breakout-seed0"]
+    number = signal.SIGTERM if how.startswith("SIGTERM") else signal.SIGINT
+    deadline = time.monotonic() + 240
+    try:
+        while not all(list_checkpoints(out / RUNS_DIR / run) for run in runs):
+            assert time.monotonic() < deadline, "the study made no progress"
+            assert study.poll() is None, "the study ended before it was stopped"
+            time.sleep(0.5)
+        if number == signal.SIGTERM:
+            study.send_signal(number)
+        else:
+            os.killpg(study.pid, number)
+        output, _ = study.communicate(timeout=120)
+    finally:
+        if study.poll() is None:
+            os.killpg(study.pid, signal.SIGKILL)
+            study.wait()
+        kill_processes_of(out)
+    lines = output.splitlines()
+    assert study.returncode == 128 + number, output
+    assert lines[-1] == (f"study stopped by {number.name}, 2 of 2 trials not finished: run "
+                         f"the same command again to resume them")
+    assert "Traceback" not in output and "received" not in output, output  # Ray's C++ dump
+    assert not any(line.startswith("FAILED") for line in lines), output
+    for run in runs:
+        run_dir = out / RUNS_DIR / run
+        last_line = (out / LOGS_DIR / f"{run}.log").read_text().splitlines()[-1]
+        assert last_line.startswith("atari-rl: stopped by SIGTERM at step "), last_line
+        step = int(last_line.split(" at step ")[1].split(";")[0].replace(",", ""))
+        assert steps_done(run_dir) == step
+        assert f"stopped  {run} at step {step:,}, checkpointed" in lines
+        assert trial_status(out, run) == "pending" and not (run_dir / TRIAL_FILE).exists()
 
 
 def kill_processes_of(study_dir: Path) -> None:

@@ -18,6 +18,12 @@ storage or NFS.
 Resume: a trial is finished when its run directory holds trial.json with status
 "finished". Running the command again skips those, resumes the others from their last
 checkpoint (`atari-rl train --resume`) and retries the failed ones.
+
+Stopping: Ctrl-C, or the SIGTERM a cluster's scheduler sends at a job's time limit, asks
+every running trial to stop its training the way `atari-rl train` stops on its own: with a
+checkpoint at the step it had reached. Left to Ray, a stopped trial's process would be
+killed, and a DQN trial would lose up to a checkpoint period of work (15 minutes here). A
+second signal stops at once.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -50,6 +57,7 @@ from atari_rl.run_files import (
     METRICS_FILE,
     TRIAL_FILE,
 )
+from atari_rl.stop_signals import StopSignals
 from atari_rl.study import DEFAULT_PROTOCOLS, StudySpec, Trial, spec_from_dict
 from atari_rl.study_stats import RUNS_DIR, STUDY_FILE
 
@@ -61,6 +69,10 @@ COPY_ENV = "ATARI_RL_STUDY_COPY"
 FORMAT = 1
 POLL_S = 2.0
 SOME_FAILED = 1
+
+
+class _StudyStopped(Exception):
+    """The driver asked the trials to stop (Ctrl-C or SIGTERM): checkpoint and end."""
 
 
 # --- the study directory ----------------------------------------------------------------
@@ -155,21 +167,35 @@ class _TrialRunner:
         self._synced: dict[str, tuple[int, int]] = {}
 
     def run(self) -> None:
+        import ray
+
+        self.store = ray.get_actor(self.task.store)
         self.run_dir.parent.mkdir(parents=True, exist_ok=True)
         self.local_log.parent.mkdir(parents=True, exist_ok=True)
         lock = self.run_dir.parent / f".{self.trial.run}.lock"
         with _exclusive(lock) as lock_fd:
+            if self._stop_requested():  # started after the stop, only to end at once
+                return
             if not self.local:
-                import ray
-
-                self.store = ray.get_actor(self.task.store)
                 self._unpack(ray.get(self.store.files.remote(self.trial.run)))
+            # how an earlier attempt ended no longer holds while this one runs
+            (self.run_dir / TRIAL_FILE).unlink(missing_ok=True)
             started = time.perf_counter()
-            error = self._train(lock_fd)
-            train_seconds = time.perf_counter() - started
-            if error is None:
-                error = self._evaluate(lock_fd)
+            try:
+                error = self._train(lock_fd)
+                train_seconds = time.perf_counter() - started
+                if error is None:
+                    error = self._evaluate(lock_fd)
+            except _StudyStopped:  # no trial.json: the trial is pending, and resumes
+                if not self.local:
+                    self._ship()
+                return
             self._finish(error, train_seconds)
+
+    def _stop_requested(self) -> bool:
+        import ray
+
+        return ray.get(self.store.stopping.remote())
 
     def _train(self, lock_fd: int) -> str | None:
         trial, threads = self.trial, str(self.task.cpus)
@@ -192,9 +218,13 @@ class _TrialRunner:
                               "--env-threads", str(self.task.cpus)], lock_fd, phase="evaluating")
 
     def _command(self, args: list[str], lock_fd: int, phase: str) -> str | None:
-        """Run one atari-rl command, reporting progress to Tune; the error line or None."""
+        """Run one atari-rl command, reporting progress to Tune; the error line or None.
+        _StudyStopped once the command has stopped (with a checkpoint, for training) because
+        the study was stopped."""
         from ray import tune
 
+        if self._stop_requested():
+            raise _StudyStopped
         command = [sys.executable, "-m", "atari_rl.cli", *args]
         with self.local_log.open("a") as log:
             log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: "
@@ -208,6 +238,10 @@ class _TrialRunner:
             checkpoints = self._checkpoint_names()
             while process.poll() is None:
                 time.sleep(POLL_S)
+                if self._stop_requested():
+                    process.send_signal(signal.SIGTERM)  # training checkpoints, then exits
+                    process.wait()
+                    raise _StudyStopped
                 row = _last_metrics(self.run_dir)
                 tune.report({"step": self._step(phase, row), "phase": phase, **row})
                 if not self.local and (latest := self._checkpoint_names()) != checkpoints:
@@ -266,11 +300,19 @@ class _TrialRunner:
 
 class StudyStore:
     """A Ray actor on the driver's machine that writes the trials' files into the study
-    directory, for nodes that cannot see it. A checkpoint directory appears whole or not at
-    all, as on the trial's own disk."""
+    directory, for nodes that cannot see it (a checkpoint directory appears whole or not at
+    all, as on the trial's own disk), and tells every trial when the study is stopped."""
 
     def __init__(self, study_dir: str):
         self.study_dir = Path(study_dir)
+        self._stopping = False
+
+    def stop(self) -> None:
+        """The driver got Ctrl-C or SIGTERM: every trial checkpoints and ends."""
+        self._stopping = True
+
+    def stopping(self) -> bool:
+        return self._stopping
 
     def files(self, run: str) -> dict[str, bytes]:
         run_dir = self.study_dir / RUNS_DIR / run
@@ -396,11 +438,21 @@ class _Progress:
         self.every_s = every_s
         self.next_summary = self.started + every_s
         self.running: set[str] = set()
-        self.ended: dict[str, str] = {}
+        self.announced: set[str] = set()  # started before any stop
+        self.ended: dict[str, str] = {}  # run -> finished, failed or stopped
         self.write = write
+        self.stopping = False
+
+    def stop(self, signal_name: str) -> None:
+        self.stopping = True
+        self.write(f"{signal_name}: stopping the study; each running trial writes a "
+                   f"checkpoint first (the same signal again stops at once)")
 
     def trial_started(self, run: str) -> None:
         self.running.add(run)
+        if self.stopping:  # Tune starts the waiting trials, which end at once
+            return
+        self.announced.add(run)
         resumed = f", resuming at step {self.steps[run]:,}" if self.steps.get(run) else ""
         self.write(f"started  {run}{resumed}")
 
@@ -413,6 +465,12 @@ class _Progress:
         self.running.discard(run)
         path = self.study_dir / RUNS_DIR / run / TRIAL_FILE
         record = read_json(path) if path.is_file() else {}
+        if not record and self.stopping and ray_error is None:
+            self.ended[run] = "stopped"
+            if run in self.announced:
+                steps = steps_done(self.study_dir / RUNS_DIR / run)
+                self.write(f"stopped  {run} at step {steps:,}, checkpointed")
+            return
         status = record.get("status", "failed")
         self.ended[run] = status
         if status == "finished":
@@ -434,7 +492,7 @@ class _Progress:
         rate = (done - self.start_steps) / max(now - self.started, 1e-9)
         eta = (self.total - done) / rate if rate > 0 else math.inf
         finished = sum(s == "finished" for s in self.ended.values())
-        failed = len(self.ended) - finished
+        failed = sum(s == "failed" for s in self.ended.values())
         self.write(f"study: {finished}/{len(self.trials)} trials finished, {failed} failed, "
                    f"{len(self.running)} running | {done:,}/{self.total:,} agent steps | "
                    f"{rate:,.0f} steps/s over all trials | ETA {format_duration(eta)}")
@@ -471,20 +529,28 @@ def run_study(spec: StudySpec, study_dir: Path, address: str | None = None,
               summary_every_s: float = 30.0,
               write: Callable[[str], None] | None = None) -> int:
     """Run every unfinished trial of the spec's configurations on Ray (the study directory
-    may hold others, left as they are); 0 when all finished, 1 when some failed. ValueError
-    (one line) for what can be refused before any trial starts."""
+    may hold others, left as they are); 0 when all finished, 1 when some failed, 128 + the
+    signal's number when Ctrl-C or SIGTERM stopped it. ValueError (one line) for what can be
+    refused before any trial starts."""
     write = write or (lambda line: print(line, file=sys.stderr, flush=True))
     study_dir = study_dir.resolve()
     record = plan(spec, study_dir)
     trials = [Trial(**t) for t in record["trials"] if spec.chooses(t)]
     pending = [t for t in trials if trial_status(study_dir, t.run) != "finished"]
+    stopped_by = None
     if pending:
-        _run_on_ray(spec, record, study_dir, pending, address, summary_every_s, write)
+        stopped_by = _run_on_ray(spec, record, study_dir, pending, address, summary_every_s,
+                                 write)
     else:
         write_json(study_dir / STUDY_FILE, record)
         write(f"study {spec.name} in {study_dir}: all {len(trials)} trials finished before")
     _write_aggregate(study_dir, write)
-    failed = [t.run for t in trials if trial_status(study_dir, t.run) != "finished"]
+    left = [t.run for t in trials if trial_status(study_dir, t.run) != "finished"]
+    if stopped_by is not None:
+        write(f"study stopped by {signal.Signals(stopped_by).name}, {len(left)} of "
+              f"{len(trials)} trials not finished: run the same command again to resume them")
+        return 128 + stopped_by
+    failed = left
     if failed:
         write(f"{len(failed)} of {len(trials)} trials did not finish ({', '.join(failed)}): "
               f"their errors are above and in {TRIAL_FILE}; run the same command again to "
@@ -496,11 +562,13 @@ def run_study(spec: StudySpec, study_dir: Path, address: str | None = None,
 
 def _run_on_ray(spec: StudySpec, record: dict[str, Any], study_dir: Path,
                 pending: list[Trial], address: str | None, summary_every_s: float,
-                write: Callable[[str], None]) -> None:
+                write: Callable[[str], None]) -> int | None:
     """Connect to Ray and check what the trials ask of it, then write study.json (so a
-    refused study leaves nothing behind), then run the trials."""
+    refused study leaves nothing behind), then run the trials. The signal that stopped the
+    study, or None."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # _stop_trials handles Ctrl-C
     import ray
     from ray import tune
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -552,10 +620,24 @@ def _run_on_ray(spec: StudySpec, record: dict[str, Any], study_dir: Path,
                 # a node lost mid-trial: Tune starts the trial again elsewhere, and it
                 # resumes from its last checkpoint
                 failure_config=tune.FailureConfig(max_failures=2)))
-        tuner.fit()
+        with StopSignals(on_first=lambda number: _stop_trials(store, progress, number),
+                         again_stops_now=True) as stop:
+            tuner.fit()
         ray.kill(store)
+        return stop.received
     finally:
         ray.shutdown()
+
+
+def _stop_trials(store: Any, progress: _Progress, number: int) -> None:
+    """Ctrl-C or SIGTERM while the trials run: ask each to checkpoint and end (through the
+    store, which every trial polls); Tune ends as its trials return. Without this, Ray's
+    own SIGTERM handler would print a C++ stack and end the driver, and Ray would kill the
+    trials' processes."""
+    progress.stop(signal.Signals(number).name)
+    # in a thread: a Ray call from inside a signal handler could wait on a lock that the
+    # interrupted main thread holds
+    threading.Thread(target=store.stop.remote, daemon=True).start()
 
 
 def _connect(address: str | None) -> None:

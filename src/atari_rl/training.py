@@ -41,6 +41,7 @@ from atari_rl.metrics import MetricsLogger, Progress, truncate_metrics
 from atari_rl.networks import configure_cpu_threads, pick_device
 from atari_rl.policy import policy_metadata
 from atari_rl.run_files import CONFIG_FILE, FINAL_POLICY
+from atari_rl.stop_signals import StopSignals
 
 
 class Agent(Protocol):
@@ -99,26 +100,6 @@ def latest_checkpoint(run_dir: Path) -> Path:
         raise CheckpointError(f"{run_dir} has no checkpoint to resume from: start a new run "
                               f"with another --run-dir")
     return checkpoints[-1]
-
-
-class _StopSignals:
-    """Turns SIGINT and SIGTERM into a flag the loop checks, so it can checkpoint first."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignals:
-        for number in (signal.SIGINT, signal.SIGTERM):
-            self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-    def _handle(self, number: int, frame: object) -> None:
-        self.received = number
 
 
 class _Run:
@@ -248,7 +229,7 @@ def train(config: RunConfig, run_dir: Path, env: AtariPipeline, resume: bool = F
     run = _Run(config, run_dir, env, resume, free_cores)
     obs = run.restart_games()
     try:
-        with _StopSignals() as stop:
+        with StopSignals() as stop:
             while run.step < config.steps:
                 actions = run.agent.act(obs, run.step)
                 step = env.step(actions)
