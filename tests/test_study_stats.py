@@ -196,6 +196,24 @@ def test_one_seed_gives_a_single_point_interval():
     assert all(e == {"estimate": 7.0, "low": 7.0, "high": 7.0} for e in estimates.values())
 
 
+@pytest.mark.parametrize(("x", "y"), [(40.3, 44.3), (44.3, 40.3), (7.0, 7.0)])
+def test_one_seed_a_side_gives_rliables_answer_without_its_bootstrap(x, y, monkeypatch):
+    from rliable import library, metrics
+
+    points, intervals = library.get_interval_estimates(
+        {"pair": [np.array([[x]]), np.array([[y]])]}, metrics.probability_of_improvement,
+        reps=50)
+    low, high = np.ravel(intervals["pair"])
+    expected = {"probability": float(points["pair"]), "low": float(low), "high": float(high)}
+
+    def no_bootstrap(*args, **kwargs):
+        raise AssertionError("a one-seed pair was bootstrapped")
+
+    monkeypatch.setattr(library, "get_interval_estimates", no_bootstrap)
+    assert improvement([x], [y]) == expected  # at the default 50,000 reps
+    assert interval_estimates([x])["mean"] == {"estimate": x, "low": x, "high": x}
+
+
 def test_a_configuration_better_on_every_seed_improves_with_probability_one(stats):
     better, worse = pair(stats, STRONG, WEAK), pair(stats, WEAK, STRONG)
     assert (better["probability"], better["low"], better["high"]) == (1.0, 1.0, 1.0)
@@ -254,6 +272,29 @@ def test_a_saved_aggregate_is_reused_until_a_trial_changes(study_dir):
     finish(study_dir / "runs" / run_name(STRONG, 3), STRONG, 3, 30.0)
     fresh = cached_aggregate(load_study(study_dir), reps=101)
     assert "marker" not in fresh and result(fresh, STRONG)["num_seeds"] == 4
+
+
+def test_an_aggregate_bootstraps_again_only_what_a_changed_trial_touches(study_dir,
+                                                                          monkeypatch):
+    import atari_rl.study_stats as study_stats
+
+    first = aggregate(load_study(study_dir), reps=REPS)
+    finish(study_dir / "runs" / run_name(WEAK, 2), WEAK, 2, 15.0)  # WEAK's scores change
+    fresh = aggregate(load_study(study_dir), reps=REPS)
+    bootstrapped: list[str] = []
+    for name in ("interval_estimates", "improvement"):
+        real = getattr(study_stats, name)
+        monkeypatch.setattr(study_stats, name, lambda *args, real=real, name=name, **kwargs: (
+            bootstrapped.append(name), real(*args, **kwargs))[1])
+    reused = aggregate(load_study(study_dir), reps=REPS, earlier=first)
+    assert reused["results"] == fresh["results"]
+    assert reused["improvement"] == fresh["improvement"]
+    assert bootstrapped == ["interval_estimates", "improvement"]  # WEAK's, and the pair
+    bootstrapped.clear()
+    assert aggregate(load_study(study_dir), reps=REPS, earlier=fresh) == fresh
+    assert bootstrapped == []
+    aggregate(load_study(study_dir), reps=REPS + 1, earlier=fresh)  # other settings: all again
+    assert bootstrapped == ["interval_estimates", "interval_estimates", "improvement"]
 
 
 # --- learning curves ------------------------------------------------------------------------
