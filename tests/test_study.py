@@ -7,6 +7,7 @@ agent steps, each trial one process with one torch and one emulator thread.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -85,6 +86,17 @@ def test_builtin_studies_load_and_follow_the_write_up():
                   for c in sticky.configurations) == [0.0, 0.25]
     dqn = load_spec("dqn-sample-efficiency")
     assert {cfg.resolve(None, c.preset, c.overrides).algo for c in dqn.configurations} == {"dqn"}
+
+
+def test_the_sample_efficient_preset_is_the_studys_replay_ratio_16():
+    """The preset is the setting the study measured, continued for longer."""
+    study = load_spec("dqn-sample-efficiency")
+    measured = next(c for c in study.configurations if c.name == "replay-ratio-16")
+    trial = cfg.resolve(None, measured.preset, measured.overrides)
+    preset = cfg.resolve(None, "dqn-sample-efficient", {})
+    differ = {field.name for field in dataclasses.fields(preset)
+              if getattr(preset, field.name) != getattr(trial, field.name)}
+    assert differ == {"preset", "steps"} and preset.steps > study.steps
 
 
 def test_a_trials_command_line_gives_the_config_the_spec_resolves_to(tmp_path):

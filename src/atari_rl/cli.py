@@ -420,9 +420,11 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_presets(args: argparse.Namespace) -> int:
     from atari_rl.algorithms import presets
 
+    width = max(len(name) for name in presets()) + 1
     for preset in presets().values():
         changes = ", ".join(f"{k}={v}" for k, v in preset.changes.items()) or "the defaults"
-        print(f"{preset.name:<12} {preset.algo:<4} {preset.summary}\n{'':17}{changes}")
+        print(f"{preset.name:<{width}} {preset.algo:<4} {preset.summary}\n"
+              f"{'':{width + 5}}{changes}")
     return 0
 
 
