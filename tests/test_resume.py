@@ -93,6 +93,10 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path):
     assert state["reason"] == "signal"
     resumed = run("--resume", str(run_dir), "--steps", str(state["step"] + 800))
     assert resumed.returncode == 0, resumed.stderr
+    # the run's own thread counts, and how to take the free cores instead
+    assert resumed.stderr.splitlines()[0].endswith(
+        "learner threads: 1, emulator threads: 1 (the run's own; --torch-threads 0 "
+        "--env-threads 0 take the cores that are free)")
     assert list_checkpoints(run_dir)[-1].name > latest.name
 
 

@@ -35,7 +35,8 @@ if TYPE_CHECKING:  # imported where used, as the commands import their modules
 USAGE_ERROR = 2
 CLIFF_STOP = 3
 # What may change when a run is resumed: the budget, and how the machine's cores are used.
-RESUME_OPTIONS = {"steps", "torch_threads", "env_threads"}
+RESUME_THREADS = {"torch_threads", "env_threads"}
+RESUME_OPTIONS = {"steps", *RESUME_THREADS}
 PRETRAINED_OUTPUT = "runs/pretrained"
 
 
@@ -382,8 +383,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     verb = "resuming" if args.resume else "training"
+    threads = _threads_line(config, free, resumed_as_saved=args.resume is not None
+                            and not RESUME_THREADS & set(overrides))
     print(f"{verb} {config.algo} on {config.game} for {config.steps:,} agent steps "
-          f"in {run_dir}", file=sys.stderr)
+          f"in {run_dir}; {threads}", file=sys.stderr)
     try:
         summary = train(config, run_dir, env, resume=args.resume is not None, free_cores=free)
     except CliffStopped as stopped:
@@ -559,6 +562,18 @@ def _target_game(target: Path) -> str:
     if target.is_dir() and is_run_dir(target):
         return game_id(read_json(target / CONFIG_FILE).get("game", ""))
     return load_policy(target).game
+
+
+def _threads_line(config: cfg.RunConfig, free: int | None, resumed_as_saved: bool) -> str:
+    """The threads a run uses. A resumed run keeps the counts it was started with (an exact
+    resume needs them), which surprises a user who resumes alone a run that shared the
+    machine, so the line says how to change them."""
+    learner = config.torch_threads or f"one per free core ({free} now)"
+    line = f"learner threads: {learner}, emulator threads: {config.env_threads or free}"
+    if resumed_as_saved and (config.torch_threads or config.env_threads):
+        line += (" (the run's own; --torch-threads 0 --env-threads 0 take the cores that "
+                 "are free)")
+    return line
 
 
 def _beside(target: Path, name: str) -> Path:
