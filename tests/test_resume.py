@@ -14,6 +14,7 @@ import torch
 
 from atari_rl.checkpoints import list_checkpoints, load_checkpoint, load_tensors
 from atari_rl.config import from_dict
+from atari_rl.metrics import MetricsLogger
 from atari_rl.run_files import CONFIG_FILE, FINAL_POLICY, GAMES_FILE, METRICS_FILE
 from atari_rl.stop_signals import StopSignals
 from atari_rl.training import make_agent
@@ -120,6 +121,25 @@ def test_stop_signals_turn_a_signal_into_a_flag_and_a_second_into_an_interrupt()
         _deliver(signal.SIGINT)
         _deliver(signal.SIGTERM)
     assert patient.received == signal.SIGINT
+
+
+def test_a_statistic_new_after_resume_gets_its_own_column(tmp_path):
+    """Resumed with --torch-threads 0, a run logs torch_threads, which its first part did
+    not: the header gains the column, and no row is shifted under the wrong names."""
+    first = MetricsLogger(tmp_path, log_every=10)
+    first.update(10, {"loss": 1.0})
+    first.close(10)
+    resumed = MetricsLogger(tmp_path, log_every=10, start_step=10)
+    resumed.update(20, {"loss": 2.0, "torch_threads": 2.0})
+    resumed.close(20)
+    with (tmp_path / METRICS_FILE).open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][0] == "step" and rows[0][-1] == "torch_threads"
+    assert all(len(row) == len(rows[0]) for row in rows)
+    named = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
+    assert [(r["step"], r["loss"], r["torch_threads"]) for r in named] == [
+        ("10", "1.0", "nan"), ("20", "2.0", "2.0")]
+    assert float(named[1]["steps_per_s"]) > 0 and named[1]["games"] == "0"
 
 
 def test_only_the_last_checkpoints_and_the_best_are_kept(tmp_path):

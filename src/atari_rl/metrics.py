@@ -155,7 +155,7 @@ class MetricsLogger:
             best_score=self.scores.best,
         )
         if self._metrics_file is None:
-            self._columns = ["step", *row]
+            self._columns = _metrics_columns(self._metrics_path, ["step", *row])
             self._metrics_file = _CsvFile(self._metrics_path, self._columns)
         self._metrics_file.writerow([step, *(row.get(c, math.nan) for c in self._columns[1:])])
         self._metrics_file.flush()
@@ -167,6 +167,29 @@ class MetricsLogger:
         self._sums.clear()
         self._counts.clear()
         self._next_row = step + self.log_every
+
+
+def _metrics_columns(path: Path, columns: list[str]) -> list[str]:
+    """The columns of a metrics file that this run's rows go under. A resumed run may log a
+    statistic that its first part did not (the learner's threads, once resumed with
+    `--torch-threads 0`): the file gets that column, the earlier rows `nan` in it, and
+    every row keeps the header's order. Rows written under the old header would shift every
+    later column by one."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return columns
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    header = rows[0]
+    added = [c for c in columns if c not in header]
+    if added:
+        padded = [header + added] + [row + ["nan"] * len(added) for row in rows[1:]]
+
+        def write(temporary: Path) -> None:
+            with temporary.open("w", newline="") as out:
+                csv.writer(out).writerows(padded)
+
+        atomic_write(path, write)
+    return header + added
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
