@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -121,6 +122,11 @@ def test_stop_signals_turn_a_signal_into_a_flag_and_a_second_into_an_interrupt()
         _deliver(signal.SIGINT)
         _deliver(signal.SIGTERM)
     assert patient.received == signal.SIGINT
+    entered = []  # in another thread (a study run from a caller's thread): nothing to set
+    worker = threading.Thread(target=lambda: entered.append(StopSignals().__enter__()))
+    worker.start()
+    worker.join()
+    assert entered and signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_statistic_new_after_resume_gets_its_own_column(tmp_path):
