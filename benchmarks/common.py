@@ -71,17 +71,20 @@ def learn_and_evaluate(preset: str, steps: int, games: int, options: tuple[str, 
     return {"learning_steps": reached, "train_hours": round(hours, 3), "run_dir": str(run_dir),
             "eval_games": games, "eval_mean": result["mean"], "eval_std": result["std"],
             "eval_median": result["median"],
-            "train_seconds_to_mean100": seconds_to_scores(run_dir / METRICS_FILE)}
+            **time_to_scores(run_dir / METRICS_FILE)}
 
 
-def seconds_to_scores(metrics: Path, scores: tuple[int, ...] = (50, 100, 150, 200, 300)
-                      ) -> dict[str, float | None]:
-    """Seconds of training until the rolling 100-game training mean first reached each score:
-    the sum of each metrics.csv row's steps over its steps/s, so process start-up and the
-    time between the last row and the score are left out (None: never reached)."""
+def time_to_scores(metrics: Path, scores: tuple[int, ...] = (50, 100, 150, 200, 300)
+                   ) -> dict[str, dict[str, float | None]]:
+    """When the rolling 100-game training mean first reached each score (None: never), in
+    agent steps (`train_steps_to_mean100`: what sample efficiency is measured in) and in
+    seconds of training (`train_seconds_to_mean100`: the sum of each metrics.csv row's steps
+    over its steps/s, so process start-up and the time between the last row and the score
+    are left out). Both are read at the logged rows, every `--log-every` agent steps."""
     import csv
 
-    reached: dict[str, float | None] = {str(score): None for score in scores}
+    steps_to: dict[str, float | None] = {str(score): None for score in scores}
+    seconds_to: dict[str, float | None] = {str(score): None for score in scores}
     seconds, previous = 0.0, 0
     with open(metrics) as handle:
         for row in csv.DictReader(handle):
@@ -89,9 +92,9 @@ def seconds_to_scores(metrics: Path, scores: tuple[int, ...] = (50, 100, 150, 20
             seconds += (step - previous) / rate if rate > 0 else 0.0
             previous = step
             for score in scores:
-                if reached[str(score)] is None and float(row["score_mean100"]) >= score:
-                    reached[str(score)] = round(seconds, 1)
-    return reached
+                if steps_to[str(score)] is None and float(row["score_mean100"]) >= score:
+                    steps_to[str(score)], seconds_to[str(score)] = step, round(seconds, 1)
+    return {"train_steps_to_mean100": steps_to, "train_seconds_to_mean100": seconds_to}
 
 
 def train_in(config: Any, run_dir: Path) -> None:

@@ -14,12 +14,15 @@ first ~40 s); ours is read from the steps/s column of the run's metrics.csv, whi
 everything the training loop does (logging included). The SB3 figure is timed around
 `learn()` after a warm-up call.
 
-Learning (--learning): `atari-rl train --preset dqn-fast` for --learning-steps agent steps
-(1 M: several hours on this machine), then the mean raw score of 30 whole games under
-`atari-rl evaluate`'s protocol (all lives, no-op starts, epsilon 0.01).
+Learning (--learning): `atari-rl train --preset dqn-fast` (or --learning-preset) for
+--learning-steps agent steps (1 M: hours on this machine), then the mean raw score of 30
+whole games under `atari-rl evaluate`'s protocol (all lives, no-op starts, epsilon 0.01),
+and the agent steps and seconds at which the training mean first reached 50 ... 300.
 
     python benchmarks/dqn_breakout.py                  # throughput, ~6 minutes
     python benchmarks/dqn_breakout.py --learning       # + 1 M steps and 30 games (hours)
+    python benchmarks/dqn_breakout.py --skip-throughput --learning \
+        --learning-preset dqn-sample-efficient --learning-steps 3000000   # steps to 200
 
 The last line of output is one JSON object.
 """
@@ -99,11 +102,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=THREADS,
                         help="torch threads of both sides: 1 when another job holds a core")
     parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--learning", action="store_true")
+    parser.add_argument("--learning-preset", default="dqn-fast",
+                        help="the preset --learning trains, e.g. dqn-sample-efficient")
     parser.add_argument("--learning-steps", type=int, default=1_000_000)
     parser.add_argument("--games", type=int, default=30)
     args = parser.parse_args()
 
+    result: dict[str, Any] = {"benchmark": "dqn_breakout", "threads": args.threads}
+    if not args.skip_throughput:
+        result.update(throughput(args))
+    if args.learning:
+        result.update(learn_and_evaluate(args.learning_preset, args.learning_steps, args.games),
+                      learning_preset=args.learning_preset, eval_target=15)
+    print(json.dumps(result))
+
+
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    """Ours with SB3's settings and with dqn-fast, and SB3's DQN, side by side."""
     same = ours_steps_per_s(same_settings_config(args.learning_starts, args.warmup + args.steps,
                                                  args.threads),
                             args.learning_starts + args.warmup)
@@ -113,7 +130,6 @@ def main() -> None:
     fast = ours_steps_per_s(fast_run, fast_run.learning_starts + args.fast_warmup)
     print(f"atari-rl Double DQN, dqn-fast       {fast:8,.0f} agent steps/s", flush=True)
     result: dict[str, Any] = {
-        "benchmark": "dqn_breakout", "threads": args.threads,
         "same_settings": {"num_envs": 1, "buffer_size": BUFFER, "batch_size": BATCH,
                           "train_freq": TRAIN_FREQ, "epsilon": EPSILON},
         "ours_same_settings_steps_per_s": round(same),
@@ -126,10 +142,7 @@ def main() -> None:
         print(f"stable-baselines3 DQN               {sb3:8,.0f} agent steps/s", flush=True)
         result.update(sb3_steps_per_s=round(sb3), ours_same_settings_vs_sb3=round(same / sb3, 2),
                       ours_dqn_fast_vs_sb3=round(fast / sb3, 2), target_vs_sb3=3.0)
-    if args.learning:
-        result.update(learn_and_evaluate("dqn-fast", args.learning_steps, args.games),
-                      eval_target=15)
-    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":
