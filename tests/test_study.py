@@ -324,16 +324,22 @@ def test_a_stopped_study_checkpoints_its_trials_and_says_how_to_resume(tmp_path,
     to its whole process group. Either way each running trial checkpoints at the step it
     reached, nothing is marked failed, and the command ends with one line and 128 + the
     signal."""
-    spec = tiny_spec(tmp_path / "tiny.toml", steps=200_000, seeds="[0]", checkpoint_every=1000)
+    # 4 trials on 2 CPUs: two wait, and start after the stop only to end at once
+    spec = tiny_spec(tmp_path / "tiny.toml", steps=200_000, seeds="[0, 1]", checkpoint_every=1000)
     out = tmp_path / "study"
     command = [sys.executable, "-m", "atari_rl.cli", "study", str(spec), "--out", str(out)]
     study = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
-    runs = ["entropy-0.1-breakout-seed0", "entropy-0.01-breakout-seed0"]
+
+    def started() -> list[str]:
+        return [run for run in ("entropy-0.1-breakout-seed0", "entropy-0.1-breakout-seed1",
+                                "entropy-0.01-breakout-seed0", "entropy-0.01-breakout-seed1")
+                if list_checkpoints(out / RUNS_DIR / run)]
+
     number = signal.SIGTERM if how.startswith("SIGTERM") else signal.SIGINT
     deadline = time.monotonic() + 240
     try:
-        while not all(list_checkpoints(out / RUNS_DIR / run) for run in runs):
+        while len(started()) < 2:
             assert time.monotonic() < deadline, "the study made no progress"
             assert study.poll() is None, "the study ended before it was stopped"
             time.sleep(0.5)
@@ -348,10 +354,13 @@ def test_a_stopped_study_checkpoints_its_trials_and_says_how_to_resume(tmp_path,
             study.wait()
         kill_processes_of(out)
     lines = output.splitlines()
+    runs = started()
     assert study.returncode == 128 + number, output
-    assert lines[-1] == (f"study stopped by {number.name}, 2 of 2 trials not finished: run "
+    assert lines[-1] == (f"study stopped by {number.name}, 4 of 4 trials not finished: run "
                          f"the same command again to resume them")
     assert "Traceback" not in output and "received" not in output, output  # Ray's C++ dump
+    assert len(runs) == 2 and "Last result" not in output, output  # the waiting two: silent
+    assert sum(line.startswith("started") for line in lines) == 2, output
     assert not any(line.startswith("FAILED") for line in lines), output
     for run in runs:
         run_dir = out / RUNS_DIR / run

@@ -175,6 +175,10 @@ class _TrialRunner:
         lock = self.run_dir.parent / f".{self.trial.run}.lock"
         with _exclusive(lock) as lock_fd:
             if self._stop_requested():  # started after the stop, only to end at once
+                from ray import tune
+
+                # one result, or Tune prints "Trial ... completed. Last result:" for it
+                tune.report({"step": steps_done(self.run_dir), "phase": "stopped"})
                 return
             if not self.local:
                 self._unpack(ray.get(self.store.files.remote(self.trial.run)))
