@@ -221,16 +221,17 @@ def aggregate(study: Study, reps: int = REPS, seed: int = 0,
     results, improvements = [], []
     for game in study.games:
         finished = _finished_scores(study, game)
+        unchanged: set[str] = set()  # configurations whose saved entries still hold
         for name, (seeds, scores) in finished.items():
             entry = {"configuration": name, "game": game, "num_seeds": len(seeds),
                      "seeds": seeds, "scores": scores}
             same = known.results.get((game, name))
-            estimates = ({k: same[k] for k in ESTIMATES} if same and _same_trials(same, entry)
-                         else interval_estimates(scores, reps, seed))
+            if _same_trials(same, entry):
+                unchanged.add(name)
+                estimates = {k: same[k] for k in ESTIMATES}
+            else:
+                estimates = interval_estimates(scores, reps, seed)
             results.append({**entry, **estimates})
-        unchanged = {name for name, (seeds, scores) in finished.items()
-                     if _same_trials(known.results.get((game, name)),
-                                     {"seeds": seeds, "scores": scores})}
         names = list(finished)
         for i, x in enumerate(names):
             for y in names[i + 1:]:
