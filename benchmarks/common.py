@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: SB3's Atari pipeline, timing a learner, timing the
-parts of a training loop, and a learning run scored by `atari-rl evaluate`."""
+"""What the benchmark scripts share: timing a learner, timing the parts of a training loop,
+and a learning run scored by `atari-rl evaluate` (SB3, the peer, is in `sb3_peer.py`)."""
 
 from __future__ import annotations
 
@@ -16,27 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from atari_rl.run_files import CHECKPOINT_DIR, EVALUATION_FILE, FINAL_POLICY, METRICS_FILE
-
-
-def sb3_breakout(num_envs: int, seed: int = 0) -> Any:
-    """stable-baselines3's own Atari pipeline: make_atari_env + VecFrameStack(4)."""
-    import ale_py
-    import gymnasium
-    from stable_baselines3.common.env_util import make_atari_env
-    from stable_baselines3.common.vec_env import VecFrameStack
-
-    gymnasium.register_envs(ale_py)
-    return VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=num_envs, seed=seed), 4)
-
-
-def sb3_steps_per_s(model: Any, warmup_steps: int, steps: int) -> float:
-    """Agent steps per second of model.learn, after a warm-up."""
-    model.learn(total_timesteps=warmup_steps)
-    start = time.perf_counter()
-    model.learn(total_timesteps=steps, reset_num_timesteps=False)
-    rate = steps / (time.perf_counter() - start)
-    model.get_env().close()
-    return rate
 
 
 def learn_and_evaluate(preset: str, steps: int, games: int, options: tuple[str, ...] = (),

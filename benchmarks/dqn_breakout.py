@@ -36,7 +36,8 @@ import json
 from typing import Any
 
 import torch
-from common import learn_and_evaluate, ours_steps_per_s, sb3_breakout, sb3_steps_per_s
+from common import learn_and_evaluate, ours_steps_per_s
+from sb3_peer import sb3_breakout, sb3_steps_per_s
 
 from atari_rl.dqn import DQNConfig
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from common import sb3_breakout
+from sb3_peer import sb3_breakout
 
 from atari_rl.envs import AtariPipeline, EnvConfig
 

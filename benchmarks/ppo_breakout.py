@@ -3,7 +3,9 @@
 Throughput: our PPO and SB3's PPO side by side in one run with the same settings (the
 anchors': 8 envs, 128 steps, 4 epochs of minibatch 256, Nature CNN), both on the CPU with
 the same threads. Ours is read from the steps/s column of the run's metrics.csv after its
-warm-up rows (torch.compile spends its first minute compiling).
+warm-up rows (torch.compile spends its first minute compiling). SB3 runs twice: in a
+process of its own as its users run it (`ours_vs_sb3`), and in this one, where importing
+atari_rl has tuned glibc's heap and GNU OpenMP for it too (`ours_vs_sb3_with_our_settings`).
 
 Learning (--learning): the `ppo` preset for --learning-steps agent steps, then the mean raw
 score of --games whole evaluation games (`atari-rl evaluate`: all lives, no-op starts,
@@ -23,26 +25,29 @@ from __future__ import annotations
 import atari_rl  # noqa: F401  # isort: skip  (first: its GOMP_SPINCOUNT must come before torch)
 
 import argparse
+import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
-from common import learn_and_evaluate, ours_steps_per_s, sb3_breakout, sb3_steps_per_s
+from common import learn_and_evaluate, ours_steps_per_s
+from sb3_peer import sb3_ppo_steps_per_s
 
 from atari_rl.ppo import PPOConfig
 
 
-def sb3_ppo_steps_per_s(config: PPOConfig, steps: int, threads: int) -> float:
-    from stable_baselines3 import PPO
-
-    torch.set_num_threads(threads)
-    batch = config.num_envs * config.n_steps // config.minibatches
-    model = PPO("CnnPolicy", sb3_breakout(config.num_envs), n_steps=config.n_steps,
-                n_epochs=config.epochs, batch_size=batch, learning_rate=config.learning_rate,
-                clip_range=config.clip_range, ent_coef=config.entropy_coef,
-                vf_coef=config.value_coef, device="cpu", seed=0, verbose=0)
-    return sb3_steps_per_s(model, config.num_envs * config.n_steps * 2, steps)
+def sb3_as_shipped(settings: dict[str, object], steps: int, threads: int) -> float:
+    """SB3's PPO in a fresh process that never imports atari_rl: glibc's and GNU OpenMP's
+    defaults, as a user of SB3 runs it (the GOMP_SPINCOUNT that importing atari_rl put in
+    this process's environment is left out)."""
+    env = {name: value for name, value in os.environ.items() if name != "GOMP_SPINCOUNT"}
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name("sb3_peer.py")), "ppo",
+                          json.dumps(settings), "--steps", str(steps), "--threads", str(threads)],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["steps_per_s"])
 
 
 def main() -> None:
@@ -70,10 +75,17 @@ def main() -> None:
                            torch_threads=args.threads, env_threads=args.threads)
         ours = ours_steps_per_s(config, timed_from=4 * config.log_every)
         print(f"atari-rl PPO          {ours:8,.0f} agent steps/s", flush=True)
-        sb3 = sb3_ppo_steps_per_s(config, args.sb3_steps, args.threads)
-        print(f"stable-baselines3 PPO {sb3:8,.0f} agent steps/s", flush=True)
+        settings = dataclasses.asdict(config)
+        shipped = sb3_as_shipped(settings, args.sb3_steps, args.threads)
+        print(f"stable-baselines3 PPO {shipped:8,.0f} agent steps/s (its own process, as "
+              "shipped)", flush=True)
+        tuned = sb3_ppo_steps_per_s(settings, args.sb3_steps, args.threads)
+        print(f"stable-baselines3 PPO {tuned:8,.0f} agent steps/s (this process: atari-rl's "
+              "heap and OpenMP settings)", flush=True)
         result.update(threads=args.threads, ours_steps_per_s=round(ours),
-                      sb3_steps_per_s=round(sb3), ours_vs_sb3=round(ours / sb3, 2))
+                      sb3_steps_per_s=round(shipped), ours_vs_sb3=round(ours / shipped, 2),
+                      sb3_with_our_settings_steps_per_s=round(tuned),
+                      ours_vs_sb3_with_our_settings=round(ours / tuned, 2))
     if args.learning:
         options = tuple(args.train_option)  # --num-envs=16 form: argparse takes it as is
         result.update(train_options=list(options), **learn_and_evaluate(

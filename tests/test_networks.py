@@ -10,7 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from atari_rl.networks import ActorCritic, QNetwork, nature_torso, one_thread, scale_pixels
+from atari_rl.networks import (
+    ActorCritic,
+    QNetwork,
+    acting_copy,
+    bf16_autocast,
+    channels_last,
+    nature_torso,
+    one_thread,
+    scale_pixels,
+    select_stacks,
+)
 
 NUM_ACTIONS = 4
 
@@ -127,3 +137,29 @@ def test_one_thread_restores_the_thread_count_it_found_even_after_an_error() -> 
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_bf16_acting_copy_computes_what_the_network_does_under_autocast() -> None:
+    """Autocast casts each weight to bf16 at every call; the copy holds them cast once."""
+    network = ActorCritic(NUM_ACTIONS).to(memory_format=torch.channels_last)
+    copy = acting_copy(network, bf16=True)
+    assert copy.torso[0].weight.dtype == torch.bfloat16
+    assert copy.policy.weight.dtype == torch.float32  # the heads stay fp32, as in autocast
+    obs = channels_last(frames(5))
+    cpu = torch.device("cpu")
+    with torch.inference_mode(), bf16_autocast(cpu, True):
+        for want, got in zip(network(obs), copy(obs), strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with torch.no_grad():  # the network learns; the copy follows when refreshed
+        network.policy.bias.add_(1.0)
+    copy.load_state_dict(network.state_dict())
+    with torch.inference_mode(), bf16_autocast(cpu, True):
+        torch.testing.assert_close(copy(obs)[0], network(obs)[0], rtol=0, atol=0)
+
+
+def test_select_stacks_is_indexing_that_keeps_channels_last() -> None:
+    obs = channels_last(frames(12))
+    index = torch.tensor([7, 0, 7, 11, 3])
+    picked = select_stacks(obs, index)
+    assert torch.equal(picked, obs[index])
+    assert picked.is_contiguous(memory_format=torch.channels_last)

@@ -66,11 +66,11 @@ def test_actions_are_drawn_with_the_policys_probabilities():
     """The Gumbel-max draw: frequencies over 100,000 draws within 0.01 of the softmax, and
     the log-probability kept for each action is the policy's."""
     agent = PPOAgent(tiny_config(), 4, torch.device("cpu"))
-    agent.network = FixedPolicy([2.0, 0.0, -1.0, 0.5])  # type: ignore[assignment]
+    agent.acting_network = FixedPolicy([2.0, 0.0, -1.0, 0.5])  # type: ignore[assignment]
     draws = 100_000
     uniform = torch.rand(draws, 4, generator=agent._sampling)
     actions, log_prob, _ = agent._draw(torch.zeros(draws, 1), uniform)
-    expected = torch.softmax(agent.network.logits, 0)
+    expected = torch.softmax(agent.acting_network.logits, 0)
     frequencies = torch.bincount(actions, minlength=4) / draws
     torch.testing.assert_close(frequencies, expected, atol=0.01, rtol=0)
     torch.testing.assert_close(log_prob, expected.log()[actions])
@@ -101,6 +101,31 @@ def test_the_rollout_keeps_what_the_policy_said_when_it_acted():
     actions = agent.act(obs, 0)
     stats = agent.observe(obs, task.step(actions), 24)
     assert stats is not None and np.isfinite(stats["approx_kl"]) and stats["clip_range"] == 0.1
+
+
+def test_acting_follows_the_network_after_each_update_and_after_a_load():
+    """The acting copy is refreshed when the network changes: a stale one would collect
+    the next rollout with the previous policy and log wrong probabilities."""
+    config = tiny_config(n_steps=2)
+    agent = PPOAgent(config, CueTask.num_actions, torch.device("cpu"))
+    task = CueTask(config.num_envs, seed=3)
+    obs = task.reset()
+    agent.start(obs)
+    before = {name: t.clone() for name, t in agent.acting_network.state_dict().items()}
+    stats = None
+    while stats is None:
+        step = task.step(agent.act(obs, 0))
+        stats = agent.observe(obs, step, 0)
+        obs = step.obs
+    after = agent.acting_network.state_dict()
+    assert not torch.equal(after["policy.weight"], before["policy.weight"])  # it learned
+    for name, tensor in agent.network.state_dict().items():
+        torch.testing.assert_close(after[name], tensor, rtol=0, atol=0)
+    other = PPOAgent(config, CueTask.num_actions, torch.device("cpu"))
+    other.load_state(*agent.state())
+    for name, tensor in agent.network.state_dict().items():
+        torch.testing.assert_close(other.acting_network.state_dict()[name], tensor, rtol=0,
+                                   atol=0)
 
 
 def test_a_linear_clip_schedule_shrinks_the_clip_range():

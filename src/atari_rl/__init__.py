@@ -10,12 +10,15 @@ import os
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from atari_rl.heap import keep_freed_memory
+
 # GNU OpenMP, torch's thread pool on Linux, keeps its threads spinning for some 300,000
 # rounds after each parallel region before they sleep; on a small machine that spinning
 # takes the cores from the emulator threads that step next (README, "Why the speed-ups
 # stop where they do"). libgomp reads this when torch loads, so it is set here, before
 # any module of the package imports torch. A value already in the environment wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "20000")
+keep_freed_memory()  # torch's large buffers reuse pages instead of faulting in new ones
 
 if TYPE_CHECKING:
     from atari_rl.policy import load_policy

@@ -47,6 +47,16 @@ def channels_last(obs: torch.Tensor) -> torch.Tensor:
     return obs.contiguous(memory_format=torch.channels_last)
 
 
+def select_stacks(obs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """obs[index] of channels_last stacks, still channels_last, gathered as whole rows of
+    bytes: 0.3 ms for 256 of a PPO rollout's 1,024 stacks against 2.0 ms for obs[index],
+    which gathers element by element in this layout (2 threads)."""
+    count, frames, height, width = obs.shape
+    rows = obs.permute(0, 2, 3, 1).reshape(count, height * width * frames)
+    picked = rows.index_select(0, index)
+    return picked.view(len(index), height, width, frames).permute(0, 3, 1, 2)
+
+
 def scale_pixels(obs: torch.Tensor) -> torch.Tensor:
     return obs.float() * PIXEL_SCALE
 
@@ -112,6 +122,21 @@ def q_network_from(tensors: dict[str, torch.Tensor]) -> tuple[nn.Module, int] | 
     num_actions = tensors["advantage.weight"].shape[0]
     return QNetwork(num_actions, tensors[FIRST_CONV].shape[1],
                     dueling="value.weight" in tensors), num_actions
+
+
+def acting_copy(network: ActorCritic, bf16: bool) -> ActorCritic:
+    """A copy of `network` to act with while its weights stay fixed (a PPO rollout), its
+    torso in bf16 when `bf16`: run under `bf16_autocast` it computes what the network
+    does, since autocast casts the input and each weight to bf16 anyway, but without
+    casting 1.7 M weights at every step. Refresh it with `load_state_dict` (which
+    converts) after the network changes."""
+    copy = ActorCritic(network.policy.out_features, network.torso[0].in_channels)
+    copy.load_state_dict(network.state_dict())
+    copy.requires_grad_(False)
+    if bf16:
+        copy.torso.to(torch.bfloat16)
+    weight = network.torso[0].weight
+    return copy.to(weight.device, memory_format=torch.channels_last)
 
 
 def bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:

@@ -1,0 +1,73 @@
+"""stable-baselines3 as its users run it: the peer the throughput benchmarks compare with.
+
+This module never imports atari_rl, whose import tunes the process (glibc's heap
+thresholds, `atari_rl.heap`; GNU OpenMP's spin count). Run as a script it measures SB3 in
+a process of its own with the libraries' defaults ("as shipped"); the benchmarks also
+call it in their own process, where SB3 gets atari-rl's settings too. Both are reported.
+
+    python benchmarks/sb3_peer.py ppo '{"num_envs": 8, "n_steps": 128, ...}' --steps 10240
+
+The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+
+def sb3_breakout(num_envs: int, seed: int = 0) -> Any:
+    """stable-baselines3's own Atari pipeline: make_atari_env + VecFrameStack(4)."""
+    import ale_py
+    import gymnasium
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gymnasium.register_envs(ale_py)
+    return VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=num_envs, seed=seed), 4)
+
+
+def sb3_steps_per_s(model: Any, warmup_steps: int, steps: int) -> float:
+    """Agent steps per second of model.learn, after a warm-up."""
+    model.learn(total_timesteps=warmup_steps)
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps, reset_num_timesteps=False)
+    rate = steps / (time.perf_counter() - start)
+    model.get_env().close()
+    return rate
+
+
+def sb3_ppo_steps_per_s(settings: dict[str, Any], steps: int, threads: int) -> float:
+    """SB3's PPO with the settings of a `PPOConfig` (the fields below), on the CPU."""
+    import torch
+    from stable_baselines3 import PPO
+
+    torch.set_num_threads(threads)
+    num_envs, n_steps = settings["num_envs"], settings["n_steps"]
+    model = PPO("CnnPolicy", sb3_breakout(num_envs), n_steps=n_steps,
+                n_epochs=settings["epochs"],
+                batch_size=num_envs * n_steps // settings["minibatches"],
+                learning_rate=settings["learning_rate"], clip_range=settings["clip_range"],
+                ent_coef=settings["entropy_coef"], vf_coef=settings["value_coef"],
+                device="cpu", seed=0, verbose=0)
+    return sb3_steps_per_s(model, num_envs * n_steps * 2, steps)
+
+
+PEERS = {"ppo": sb3_ppo_steps_per_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("algo", choices=sorted(PEERS))
+    parser.add_argument("settings", type=json.loads, help="the config's fields, as JSON")
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    args = parser.parse_args()
+    rate = PEERS[args.algo](args.settings, args.steps, args.threads)
+    print(json.dumps({"benchmark": "sb3_peer", "algo": args.algo, "steps_per_s": rate}))
+
+
+if __name__ == "__main__":
+    main()
