@@ -7,6 +7,9 @@ Throughput, side by side in one run, both on the CPU with --threads torch thread
   targets), so the ratio compares implementations and nothing else;
 - ours with the `dqn-fast` preset (8 envs, batch 64 every 8 agent steps: the same replay
   ratio of 8 samples learned per step played), the settings a run here would use.
+SB3 runs twice: in a process of its own, as its users run it (`sb3_steps_per_s`, the
+ratios), and in this one, where importing atari_rl has tuned glibc's heap and GNU OpenMP
+for it too (`sb3_with_our_settings_steps_per_s`).
 Epsilon is held at a constant small value while timing (0.05, the fast preset's 0.01) so
 that both sides run the network for nearly every action, as they do for most of a run.
 Only steps after learning starts are timed, and ours after torch.compile's warm-up (its
@@ -35,9 +38,8 @@ import argparse
 import json
 from typing import Any
 
-import torch
 from common import learn_and_evaluate, ours_steps_per_s
-from sb3_peer import sb3_breakout, sb3_steps_per_s
+from sb3_peer import as_shipped, sb3_dqn_steps_per_s
 
 from atari_rl.dqn import DQNConfig
 
@@ -67,18 +69,6 @@ def fast_config(steps: int, changes: dict[str, Any], threads: int) -> DQNConfig:
     config.checkpoint_every = 10**9
     config.torch_threads = config.env_threads = threads
     return config
-
-
-def sb3_dqn_steps_per_s(learning_starts: int, warmup_steps: int, steps: int,
-                        threads: int) -> float:
-    from stable_baselines3 import DQN
-
-    torch.set_num_threads(threads)
-    model = DQN("CnnPolicy", sb3_breakout(1), buffer_size=BUFFER, batch_size=BATCH,
-                train_freq=TRAIN_FREQ, learning_starts=learning_starts,
-                target_update_interval=TARGET_UPDATE, exploration_initial_eps=EPSILON,
-                exploration_final_eps=EPSILON, device="cpu", seed=0, verbose=0)
-    return sb3_steps_per_s(model, learning_starts + warmup_steps, steps)
 
 
 def parse_set(text: str) -> tuple[str, Any]:
@@ -138,11 +128,19 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "ours_dqn_fast_steps_per_s": round(fast),
     }
     if not args.skip_sb3:
-        sb3 = sb3_dqn_steps_per_s(args.learning_starts, args.warmup, args.sb3_steps,
-                                  args.threads)
-        print(f"stable-baselines3 DQN               {sb3:8,.0f} agent steps/s", flush=True)
+        settings = {"buffer_size": BUFFER, "batch_size": BATCH, "train_freq": TRAIN_FREQ,
+                    "learning_starts": args.learning_starts, "target_update": TARGET_UPDATE,
+                    "epsilon": EPSILON, "warmup_steps": args.warmup}
+        sb3 = as_shipped("dqn", settings, args.sb3_steps, args.threads)
+        print(f"stable-baselines3 DQN               {sb3:8,.0f} agent steps/s (its own "
+              "process, as shipped)", flush=True)
+        tuned = sb3_dqn_steps_per_s(settings, args.sb3_steps, args.threads)
+        print(f"stable-baselines3 DQN               {tuned:8,.0f} agent steps/s (this "
+              "process: atari-rl's heap and OpenMP settings)", flush=True)
         result.update(sb3_steps_per_s=round(sb3), ours_same_settings_vs_sb3=round(same / sb3, 2),
-                      ours_dqn_fast_vs_sb3=round(fast / sb3, 2), target_vs_sb3=3.0)
+                      ours_dqn_fast_vs_sb3=round(fast / sb3, 2), target_vs_sb3=3.0,
+                      sb3_with_our_settings_steps_per_s=round(tuned),
+                      ours_dqn_fast_vs_sb3_with_our_settings=round(fast / tuned, 2))
     return result
 
 

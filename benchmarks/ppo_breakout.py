@@ -28,26 +28,13 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from common import learn_and_evaluate, ours_steps_per_s
-from sb3_peer import sb3_ppo_steps_per_s
+from sb3_peer import as_shipped, sb3_ppo_steps_per_s
 
 from atari_rl.ppo import PPOConfig
-
-
-def sb3_as_shipped(settings: dict[str, object], steps: int, threads: int) -> float:
-    """SB3's PPO in a fresh process that never imports atari_rl: glibc's and GNU OpenMP's
-    defaults, as a user of SB3 runs it (the GOMP_SPINCOUNT that importing atari_rl put in
-    this process's environment is left out)."""
-    env = {name: value for name, value in os.environ.items() if name != "GOMP_SPINCOUNT"}
-    out = subprocess.run([sys.executable, str(Path(__file__).with_name("sb3_peer.py")), "ppo",
-                          json.dumps(settings), "--steps", str(steps), "--threads", str(threads)],
-                         env=env, check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["steps_per_s"])
 
 
 def main() -> None:
@@ -76,7 +63,7 @@ def main() -> None:
         ours = ours_steps_per_s(config, timed_from=4 * config.log_every)
         print(f"atari-rl PPO          {ours:8,.0f} agent steps/s", flush=True)
         settings = dataclasses.asdict(config)
-        shipped = sb3_as_shipped(settings, args.sb3_steps, args.threads)
+        shipped = as_shipped("ppo", settings, args.sb3_steps, args.threads)
         print(f"stable-baselines3 PPO {shipped:8,.0f} agent steps/s (its own process, as "
               "shipped)", flush=True)
         tuned = sb3_ppo_steps_per_s(settings, args.sb3_steps, args.threads)

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -55,7 +58,34 @@ def sb3_ppo_steps_per_s(settings: dict[str, Any], steps: int, threads: int) -> f
     return sb3_steps_per_s(model, num_envs * n_steps * 2, steps)
 
 
-PEERS = {"ppo": sb3_ppo_steps_per_s}
+def sb3_dqn_steps_per_s(settings: dict[str, Any], steps: int, threads: int) -> float:
+    """SB3's DQN on 1 env with the settings below, epsilon held constant; timed after
+    learning starts and `warmup_steps` more."""
+    import torch
+    from stable_baselines3 import DQN
+
+    torch.set_num_threads(threads)
+    model = DQN("CnnPolicy", sb3_breakout(1), buffer_size=settings["buffer_size"],
+                batch_size=settings["batch_size"], train_freq=settings["train_freq"],
+                learning_starts=settings["learning_starts"],
+                target_update_interval=settings["target_update"],
+                exploration_initial_eps=settings["epsilon"],
+                exploration_final_eps=settings["epsilon"], device="cpu", seed=0, verbose=0)
+    return sb3_steps_per_s(model, settings["learning_starts"] + settings["warmup_steps"], steps)
+
+
+PEERS = {"ppo": sb3_ppo_steps_per_s, "dqn": sb3_dqn_steps_per_s}
+
+
+def as_shipped(algo: str, settings: dict[str, Any], steps: int, threads: int) -> float:
+    """The peer's agent steps/s in a fresh process that never imports atari_rl: glibc's
+    and GNU OpenMP's defaults, as a user of SB3 runs it (the GOMP_SPINCOUNT that importing
+    atari_rl put in the caller's environment is left out)."""
+    env = {name: value for name, value in os.environ.items() if name != "GOMP_SPINCOUNT"}
+    out = subprocess.run([sys.executable, __file__, algo, json.dumps(settings),
+                          "--steps", str(steps), "--threads", str(threads)],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["steps_per_s"])
 
 
 def main() -> None:
