@@ -3,6 +3,8 @@
 Throughput: our A2C and SB3's A2C side by side in one run, same game, same number of envs,
 same n_steps, same Nature CNN, both on the CPU. Ours is read from the steps/s column of the
 run's metrics.csv after its warm-up rows (torch.compile spends its first ~40 s compiling).
+SB3 runs twice: in a process of its own, as its users run it (`ours_vs_sb3`), and in this
+one, where importing atari_rl has tuned glibc's heap and GNU OpenMP for it too.
 
 Learning (--learning): the `a2c` preset for --learning-steps agent steps, then the mean raw
 score of 30 whole evaluation games (`atari-rl evaluate`, all lives, no-op starts).
@@ -20,22 +22,12 @@ import atari_rl  # noqa: F401  # isort: skip  (first: its GOMP_SPINCOUNT must co
 import argparse
 import json
 
-import torch
 from common import learn_and_evaluate, ours_steps_per_s
-from sb3_peer import sb3_breakout, sb3_steps_per_s
+from sb3_peer import as_shipped, sb3_a2c_steps_per_s
 
 from atari_rl.a2c import A2CConfig
 
 THREADS = 2
-
-
-def sb3_a2c_steps_per_s(num_envs: int, n_steps: int, steps: int) -> float:
-    from stable_baselines3 import A2C
-
-    torch.set_num_threads(THREADS)
-    model = A2C("CnnPolicy", sb3_breakout(num_envs), n_steps=n_steps, device="cpu", seed=0,
-                verbose=0)
-    return sb3_steps_per_s(model, num_envs * n_steps * 50, steps)
 
 
 def main() -> None:
@@ -53,11 +45,18 @@ def main() -> None:
                        log_every=args.steps // 20, torch_threads=THREADS, env_threads=THREADS)
     ours = ours_steps_per_s(config, timed_from=4 * config.log_every)  # compiled by then
     print(f"atari-rl A2C          {ours:8,.0f} agent steps/s", flush=True)
-    sb3 = sb3_a2c_steps_per_s(args.num_envs, args.n_steps, args.sb3_steps)
-    print(f"stable-baselines3 A2C {sb3:8,.0f} agent steps/s", flush=True)
+    settings = {"num_envs": args.num_envs, "n_steps": args.n_steps}
+    sb3 = as_shipped("a2c", settings, args.sb3_steps, THREADS)
+    print(f"stable-baselines3 A2C {sb3:8,.0f} agent steps/s (its own process, as shipped)",
+          flush=True)
+    tuned = sb3_a2c_steps_per_s(settings, args.sb3_steps, THREADS)
+    print(f"stable-baselines3 A2C {tuned:8,.0f} agent steps/s (this process: atari-rl's heap "
+          "and OpenMP settings)", flush=True)
     result = {"benchmark": "a2c_breakout", "num_envs": args.num_envs, "n_steps": args.n_steps,
               "ours_steps_per_s": round(ours), "sb3_steps_per_s": round(sb3),
-              "ours_vs_sb3": round(ours / sb3, 2)}
+              "ours_vs_sb3": round(ours / sb3, 2),
+              "sb3_with_our_settings_steps_per_s": round(tuned),
+              "ours_vs_sb3_with_our_settings": round(ours / tuned, 2)}
     if args.learning:
         result.update(learn_and_evaluate("a2c", args.learning_steps, args.games))
     print(json.dumps(result))

@@ -5,7 +5,9 @@ times the Nature CNN actor-critic on a minibatch of --batch uint8 observations (
 anchors' 256), eager or `torch.compile`d with dynamic or static shapes, in the default
 layout or channels_last, with and without bf16 autocast, and with the observations laid
 out channels_last as well (what PPOAgent feeds it); then acting on 8 observations,
-compiled with static and dynamic shapes. Random pixels: the time does not depend on them.
+compiled with static and dynamic shapes, and on one thread (as PPOAgent acts) with and
+without the bf16 acting copy; and gathering a minibatch from a rollout, by indexing and
+by `select_stacks`. Random pixels: the time does not depend on them.
 
     python benchmarks/ppo_update.py            # ~4 minutes on 2 quiet cores (compiling)
 
@@ -22,7 +24,14 @@ import time
 
 import torch
 
-from atari_rl.networks import ActorCritic, bf16_autocast, channels_last
+from atari_rl.networks import (
+    ActorCritic,
+    acting_copy,
+    bf16_autocast,
+    channels_last,
+    one_thread,
+    select_stacks,
+)
 
 CPU = torch.device("cpu")
 
@@ -65,6 +74,34 @@ def variant(name: str, batch: int, bf16: bool, compile_mode: str | None, weights
             "ms": round(ms, 2)}
 
 
+def act_ms(copy: bool, repeats: int) -> float:
+    """PPOAgent's act on 8 observations, compiled, on one thread as in training: with
+    autocast casting the weights at each call, or from the bf16 acting copy."""
+    network = ActorCritic(4).to(memory_format=torch.channels_last)
+    if copy:
+        network = acting_copy(network, bf16=True)
+    forward = torch.compile(network, dynamic=False)
+    obs = channels_last(torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8))
+    with one_thread(), torch.inference_mode(), bf16_autocast(CPU, True):
+        for _ in range(10):
+            forward(obs)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            forward(obs)
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+def gather_ms(rows: bool, repeats: int) -> float:
+    """A minibatch of 256 of a rollout's 1,024 channels_last stacks: obs[index], or
+    `select_stacks`'s gather of whole rows."""
+    obs = channels_last(torch.randint(0, 256, (1024, 4, 84, 84), dtype=torch.uint8))
+    index = torch.randperm(1024)[:256]
+    start = time.perf_counter()
+    for _ in range(repeats):
+        select_stacks(obs, index) if rows else obs[index]
+    return (time.perf_counter() - start) / repeats * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -84,6 +121,16 @@ def main() -> None:
     for mode in ("dynamic", "static"):
         results.append(variant(f"act on 8, {mode}, channels_last, input too, bf16=True", 8,
                                True, mode, True, False, 20 * args.repeats, input_cl=True))
+    for copy in (False, True):  # interleaved rounds: the machine's speed drifts
+        name = f"act on 8, one thread, {'bf16 acting copy' if copy else 'autocast'}"
+        times = [act_ms(copy, 20 * args.repeats) for _ in range(2)]
+        print(f"{name:52s} {min(times):8.2f} ms", flush=True)
+        results.append({"variant": name, "batch": 8, "train": False, "ms": round(min(times), 2)})
+    for rows in (False, True):
+        name = f"gather 256 of 1,024 stacks, {'select_stacks' if rows else 'obs[index]'}"
+        ms = gather_ms(rows, 4 * args.repeats)
+        print(f"{name:52s} {ms:8.2f} ms", flush=True)
+        results.append({"variant": name, "batch": 256, "train": False, "ms": round(ms, 2)})
     print(json.dumps({"benchmark": "ppo_update", "threads": args.threads, "variants": results}))
 
 

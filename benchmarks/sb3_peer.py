@@ -74,7 +74,19 @@ def sb3_dqn_steps_per_s(settings: dict[str, Any], steps: int, threads: int) -> f
     return sb3_steps_per_s(model, settings["learning_starts"] + settings["warmup_steps"], steps)
 
 
-PEERS = {"ppo": sb3_ppo_steps_per_s, "dqn": sb3_dqn_steps_per_s}
+def sb3_a2c_steps_per_s(settings: dict[str, Any], steps: int, threads: int) -> float:
+    """SB3's A2C with its own defaults but `num_envs` and `n_steps`."""
+    import torch
+    from stable_baselines3 import A2C
+
+    torch.set_num_threads(threads)
+    num_envs, n_steps = settings["num_envs"], settings["n_steps"]
+    model = A2C("CnnPolicy", sb3_breakout(num_envs), n_steps=n_steps, device="cpu", seed=0,
+                verbose=0)
+    return sb3_steps_per_s(model, num_envs * n_steps * 50, steps)
+
+
+PEERS = {"a2c": sb3_a2c_steps_per_s, "ppo": sb3_ppo_steps_per_s, "dqn": sb3_dqn_steps_per_s}
 
 
 def as_shipped(algo: str, settings: dict[str, Any], steps: int, threads: int) -> float:
@@ -82,10 +94,14 @@ def as_shipped(algo: str, settings: dict[str, Any], steps: int, threads: int) ->
     and GNU OpenMP's defaults, as a user of SB3 runs it (the GOMP_SPINCOUNT that importing
     atari_rl put in the caller's environment is left out)."""
     env = {name: value for name, value in os.environ.items() if name != "GOMP_SPINCOUNT"}
-    out = subprocess.run([sys.executable, __file__, algo, json.dumps(settings),
-                          "--steps", str(steps), "--threads", str(threads)],
-                         env=env, check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["steps_per_s"])
+    child = subprocess.run([sys.executable, __file__, algo, json.dumps(settings),
+                            "--steps", str(steps), "--threads", str(threads)],
+                           env=env, stdout=subprocess.PIPE, text=True)  # its errors show
+    lines = child.stdout.strip().splitlines()
+    if child.returncode != 0 or not lines:
+        raise RuntimeError(f"SB3's {algo} in its own process failed (exit {child.returncode});"
+                           " its error is printed above")
+    return float(json.loads(lines[-1])["steps_per_s"])
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from atari_rl.algorithms import MODULES, PROBABILITIES, algorithms
@@ -103,11 +104,22 @@ def test_the_rollout_keeps_what_the_policy_said_when_it_acted():
     assert stats is not None and np.isfinite(stats["approx_kl"]) and stats["clip_range"] == 0.1
 
 
-def test_acting_follows_the_network_after_each_update_and_after_a_load():
+@pytest.mark.parametrize("bf16", [False, True])
+def test_acting_follows_the_network_after_each_update_and_after_a_load(bf16):
     """The acting copy is refreshed when the network changes: a stale one would collect
-    the next rollout with the previous policy and log wrong probabilities."""
-    config = tiny_config(n_steps=2)
+    the next rollout with the previous policy and log wrong probabilities. With bf16 (on
+    a CPU that computes it) the copy's torso holds the network's weights rounded to bf16."""
+    config = tiny_config(n_steps=2, bf16=bf16)
     agent = PPOAgent(config, CueTask.num_actions, torch.device("cpu"))
+    torso_dtype = torch.bfloat16 if agent._autocast else torch.float32
+    assert agent.acting_network.torso[0].weight.dtype == torso_dtype
+
+    def assert_acts_with(network: torch.nn.Module, acting: torch.nn.Module) -> None:
+        acting_state = acting.state_dict()
+        for name, tensor in network.state_dict().items():
+            want = acting_state[name]
+            torch.testing.assert_close(want, tensor.to(want.dtype), rtol=0, atol=0)
+
     task = CueTask(config.num_envs, seed=3)
     obs = task.reset()
     agent.start(obs)
@@ -118,14 +130,12 @@ def test_acting_follows_the_network_after_each_update_and_after_a_load():
         stats = agent.observe(obs, step, 0)
         obs = step.obs
     after = agent.acting_network.state_dict()
-    assert not torch.equal(after["policy.weight"], before["policy.weight"])  # it learned
-    for name, tensor in agent.network.state_dict().items():
-        torch.testing.assert_close(after[name], tensor, rtol=0, atol=0)
+    for name in ("policy.weight", "torso.0.weight"):  # it learned, and the copy followed
+        assert not torch.equal(after[name], before[name]), name
+    assert_acts_with(agent.network, agent.acting_network)
     other = PPOAgent(config, CueTask.num_actions, torch.device("cpu"))
     other.load_state(*agent.state())
-    for name, tensor in agent.network.state_dict().items():
-        torch.testing.assert_close(other.acting_network.state_dict()[name], tensor, rtol=0,
-                                   atol=0)
+    assert_acts_with(agent.network, other.acting_network)
 
 
 def test_a_linear_clip_schedule_shrinks_the_clip_range():

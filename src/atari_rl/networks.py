@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from copy import deepcopy
 from pathlib import Path
 
 import torch
@@ -124,19 +125,16 @@ def q_network_from(tensors: dict[str, torch.Tensor]) -> tuple[nn.Module, int] | 
                     dueling="value.weight" in tensors), num_actions
 
 
-def acting_copy(network: ActorCritic, bf16: bool) -> ActorCritic:
+def acting_copy(network: nn.Module, bf16: bool) -> nn.Module:
     """A copy of `network` to act with while its weights stay fixed (a PPO rollout), its
     torso in bf16 when `bf16`: run under `bf16_autocast` it computes what the network
     does, since autocast casts the input and each weight to bf16 anyway, but without
     casting 1.7 M weights at every step. Refresh it with `load_state_dict` (which
     converts) after the network changes."""
-    copy = ActorCritic(network.policy.out_features, network.torso[0].in_channels)
-    copy.load_state_dict(network.state_dict())
-    copy.requires_grad_(False)
+    copy = deepcopy(network).requires_grad_(False)
     if bf16:
         copy.torso.to(torch.bfloat16)
-    weight = network.torso[0].weight
-    return copy.to(weight.device, memory_format=torch.channels_last)
+    return copy
 
 
 def bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:

@@ -99,9 +99,9 @@ class PPOAgent:
         self.network = ActorCritic(num_actions).to(device, memory_format=torch.channels_last)
         self._autocast = config.bf16 and bf16_pays_off(device)
         # The policy stays fixed for a whole rollout, so acting reads a copy whose torso
-        # holds bf16 weights, refreshed once per update, instead of the autocast's cast
-        # of every weight at every step: an act on 8 observations on one thread takes
-        # 0.85-0.92 ms against 1.24-1.38 ms (benchmarks/ppo_update.py), the same numbers
+        # holds bf16 weights, refreshed after each update and load, instead of autocast
+        # casting every weight at every step: an act on 8 observations, one thread, takes
+        # 0.85-0.92 ms against 1.24-1.38 ms (benchmarks/ppo_update.py)
         self.acting_network = acting_copy(self.network, bf16=self._autocast)
         self._forward = self.network
         self._policy_step = self._draw
