@@ -23,7 +23,7 @@ import argparse
 import json
 
 from common import learn_and_evaluate, ours_steps_per_s
-from sb3_peer import as_shipped, sb3_a2c_steps_per_s
+from sb3_peer import both_ways
 
 from atari_rl.a2c import A2CConfig
 
@@ -46,12 +46,7 @@ def main() -> None:
     ours = ours_steps_per_s(config, timed_from=4 * config.log_every)  # compiled by then
     print(f"atari-rl A2C          {ours:8,.0f} agent steps/s", flush=True)
     settings = {"num_envs": args.num_envs, "n_steps": args.n_steps}
-    sb3 = as_shipped("a2c", settings, args.sb3_steps, THREADS)
-    print(f"stable-baselines3 A2C {sb3:8,.0f} agent steps/s (its own process, as shipped)",
-          flush=True)
-    tuned = sb3_a2c_steps_per_s(settings, args.sb3_steps, THREADS)
-    print(f"stable-baselines3 A2C {tuned:8,.0f} agent steps/s (this process: atari-rl's heap "
-          "and OpenMP settings)", flush=True)
+    sb3, tuned = both_ways("a2c", settings, args.sb3_steps, THREADS)
     result = {"benchmark": "a2c_breakout", "num_envs": args.num_envs, "n_steps": args.n_steps,
               "ours_steps_per_s": round(ours), "sb3_steps_per_s": round(sb3),
               "ours_vs_sb3": round(ours / sb3, 2),

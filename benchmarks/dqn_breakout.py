@@ -39,7 +39,7 @@ import json
 from typing import Any
 
 from common import learn_and_evaluate, ours_steps_per_s
-from sb3_peer import as_shipped, sb3_dqn_steps_per_s
+from sb3_peer import both_ways
 
 from atari_rl.dqn import DQNConfig
 
@@ -131,12 +131,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         settings = {"buffer_size": BUFFER, "batch_size": BATCH, "train_freq": TRAIN_FREQ,
                     "learning_starts": args.learning_starts, "target_update": TARGET_UPDATE,
                     "epsilon": EPSILON, "warmup_steps": args.warmup}
-        sb3 = as_shipped("dqn", settings, args.sb3_steps, args.threads)
-        print(f"stable-baselines3 DQN               {sb3:8,.0f} agent steps/s (its own "
-              "process, as shipped)", flush=True)
-        tuned = sb3_dqn_steps_per_s(settings, args.sb3_steps, args.threads)
-        print(f"stable-baselines3 DQN               {tuned:8,.0f} agent steps/s (this "
-              "process: atari-rl's heap and OpenMP settings)", flush=True)
+        sb3, tuned = both_ways("dqn", settings, args.sb3_steps, args.threads)
         result.update(sb3_steps_per_s=round(sb3), ours_same_settings_vs_sb3=round(same / sb3, 2),
                       ours_dqn_fast_vs_sb3=round(fast / sb3, 2), target_vs_sb3=3.0,
                       sb3_with_our_settings_steps_per_s=round(tuned),

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 from common import learn_and_evaluate, ours_steps_per_s
-from sb3_peer import as_shipped, sb3_ppo_steps_per_s
+from sb3_peer import both_ways
 
 from atari_rl.ppo import PPOConfig
 
@@ -63,12 +63,7 @@ def main() -> None:
         ours = ours_steps_per_s(config, timed_from=4 * config.log_every)
         print(f"atari-rl PPO          {ours:8,.0f} agent steps/s", flush=True)
         settings = dataclasses.asdict(config)
-        shipped = as_shipped("ppo", settings, args.sb3_steps, args.threads)
-        print(f"stable-baselines3 PPO {shipped:8,.0f} agent steps/s (its own process, as "
-              "shipped)", flush=True)
-        tuned = sb3_ppo_steps_per_s(settings, args.sb3_steps, args.threads)
-        print(f"stable-baselines3 PPO {tuned:8,.0f} agent steps/s (this process: atari-rl's "
-              "heap and OpenMP settings)", flush=True)
+        shipped, tuned = both_ways("ppo", settings, args.sb3_steps, args.threads)
         result.update(threads=args.threads, ours_steps_per_s=round(ours),
                       sb3_steps_per_s=round(shipped), ours_vs_sb3=round(ours / shipped, 2),
                       sb3_with_our_settings_steps_per_s=round(tuned),

@@ -104,6 +104,20 @@ def as_shipped(algo: str, settings: dict[str, Any], steps: int, threads: int) ->
     return float(json.loads(lines[-1])["steps_per_s"])
 
 
+def both_ways(algo: str, settings: dict[str, Any], steps: int, threads: int
+              ) -> tuple[float, float]:
+    """SB3's agent steps/s as shipped (its own process), then in this process, where
+    importing atari_rl tuned glibc's heap and GNU OpenMP for it too; each printed."""
+    label = f"stable-baselines3 {algo.upper()}"
+    shipped = as_shipped(algo, settings, steps, threads)
+    print(f"{label:35s} {shipped:8,.0f} agent steps/s (its own process, as shipped)",
+          flush=True)
+    tuned = PEERS[algo](settings, steps, threads)
+    print(f"{label:35s} {tuned:8,.0f} agent steps/s (this process: atari-rl's heap and "
+          "OpenMP settings)", flush=True)
+    return shipped, tuned
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("algo", choices=sorted(PEERS))
