@@ -13,6 +13,7 @@ acting and learning cost nothing. On a GPU machine with many cores this says whe
 GPU or the emulators bound the run.
 
     python benchmarks/ppo_loop.py                                  # 2 cores, ~3 minutes
+    python benchmarks/ppo_loop.py --compare-yield   # also without envs.YIELD_BEFORE_STEP
     python benchmarks/ppo_loop.py --set num_envs=64 --set minibatches=16 \\
         --set env_threads=14 --set torch_threads=2 --set compile=false   # a GPU machine
 
@@ -34,6 +35,7 @@ import torch
 from common import profile_loop
 from dqn_breakout import parse_set
 
+from atari_rl import envs
 from atari_rl.envs import AtariPipeline
 from atari_rl.ppo import PPOAgent, PPOConfig
 from atari_rl.rollout import Rollout
@@ -91,6 +93,9 @@ def main() -> None:
                         help="agent steps of the pipeline alone")
     parser.add_argument("--set", type=parse_set, action="append", default=[], metavar="NAME=JSON",
                         help="a PPOConfig field changed from the ppo preset, e.g. num_envs=64")
+    parser.add_argument("--compare-yield", action="store_true",
+                        help="first time the loop without the main thread's yield before "
+                             "each env step (envs.YIELD_BEFORE_STEP), then with it")
     args = parser.parse_args()
     changes = {"torch_threads": threads, "env_threads": threads, **dict(args.set)}
     config = PPOConfig(**changes)
@@ -98,6 +103,11 @@ def main() -> None:
     config.log_every = max(args.steps // 4, config.num_envs)
     config.checkpoint_every = 10**9
     config.validate()
+    without_yield = None
+    if args.compare_yield:
+        envs.YIELD_BEFORE_STEP = False
+        without_yield = profile(config, args.warmup)
+        envs.YIELD_BEFORE_STEP = True
     result = profile(config, args.warmup)
     result["pipeline_alone_steps_per_s"] = round(pipeline_steps_per_s(config, args.env_steps), 1)
     for name, ms in result["ms_per_1024_steps_by_part"].items():
@@ -105,6 +115,13 @@ def main() -> None:
         print(f"{name:12s} {ms:8.1f} ms per 1,024 agent steps ({share:.0%})")
     print(f"{result['agent_steps_per_s']:,.0f} agent steps/s; the pipeline alone "
           f"{result['pipeline_alone_steps_per_s']:,.0f}")
+    if without_yield is not None:
+        result["without_yield"] = without_yield
+        result["with_yield_vs_without"] = round(
+            result["agent_steps_per_s"] / without_yield["agent_steps_per_s"], 3)
+        print(f"without the yield: {without_yield['agent_steps_per_s']:,.0f} agent steps/s, "
+              f"emulators {without_yield['ms_per_1024_steps_by_part']['env_step']} ms per "
+              f"1,024 agent steps; with it {result['with_yield_vs_without']}x")
     print(json.dumps({"benchmark": "ppo_loop", "device": "cuda" if torch.cuda.is_available()
                       else "cpu", "cores": threads, "changes": changes, **result}))
 
