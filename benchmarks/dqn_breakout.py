@@ -25,7 +25,7 @@ and the agent steps and seconds at which the training mean first reached 50 ... 
     python benchmarks/dqn_breakout.py                  # throughput, ~6 minutes
     python benchmarks/dqn_breakout.py --learning       # + 1 M steps and 30 games (hours)
     python benchmarks/dqn_breakout.py --skip-throughput --learning \
-        --learning-preset dqn-sample-efficient --learning-steps 3000000   # steps to 200
+        --learning-preset dqn-sample-efficient --learning-steps 3000000   # steps to 50 ... 300
 
 The last line of output is one JSON object.
 """

@@ -88,10 +88,10 @@ def test_builtin_studies_load_and_follow_the_write_up():
     assert {cfg.resolve(None, c.preset, c.overrides).algo for c in dqn.configurations} == {"dqn"}
 
 
-def test_the_sample_efficient_preset_is_the_studys_replay_ratio_16():
-    """The preset is the setting the study measured, continued for longer."""
+def test_the_sample_efficient_preset_is_the_studys_dqn_3h_at_ratio_8():
+    """The preset is a setting the study measures, continued for longer."""
     study = load_spec("dqn-sample-efficiency")
-    measured = next(c for c in study.configurations if c.name == "replay-ratio-16")
+    measured = next(c for c in study.configurations if c.name == "dqn-3h-ratio-8")
     trial = cfg.resolve(None, measured.preset, measured.overrides)
     preset = cfg.resolve(None, "dqn-sample-efficient", {})
     differ = {field.name for field in dataclasses.fields(preset)
