@@ -32,8 +32,9 @@ FRAMESKIP = 4
 # The main thread gives up its core for a moment before it hands the emulator threads
 # their actions. After it has computed for a millisecond or more (acting, learning),
 # their next step was slower: in PPO's loop on 2 cores the emulators took 353-360 ms per
-# 1,024 agent steps without it and 298-300 ms with it, and the loop ran 7% faster; beside
-# a busy process it did not cost (`python benchmarks/ppo_loop.py --compare-yield`).
+# 1,024 agent steps without it and 298-300 ms with it (`python benchmarks/ppo_loop.py
+# --compare-yield` measures both); PPO ran 7% faster, A2C 9-15% and Double DQN 12%, and
+# beside a busy process it cost nothing (README, "Why the speed-ups stop").
 YIELD_BEFORE_STEP = hasattr(os, "sched_yield")
 
 
