@@ -21,7 +21,15 @@ from torch import nn
 from atari_rl import cli
 from atari_rl.checkpoints import load_checkpoint, load_tensors, save_checkpoint
 from atari_rl.config import resolve
-from atari_rl.dqn import DQNAgent, DQNConfig, epsilon, q_values, replay_memory, td_loss
+from atari_rl.dqn import (
+    LAST_LAYERS,
+    DQNAgent,
+    DQNConfig,
+    epsilon,
+    q_values,
+    replay_memory,
+    td_loss,
+)
 from atari_rl.envs import Episode, Step
 from atari_rl.maths import double_dqn_targets
 from atari_rl.networks import QNetwork
@@ -122,7 +130,7 @@ def test_presets_resolve_to_their_settings() -> None:
     ("overrides", "option"),
     [({"n_steps": "episode"}, "--n-steps"), ({"batch_size": 0}, "--batch-size"),
      ({"train_freq": 0}, "--train-freq"), ({"buffer_size": 400}, "--buffer-size"),
-     ({"replay_codec": "gzip"}, "--replay-codec")],
+     ({"replay_codec": "gzip"}, "--replay-codec"), ({"reset_every": -1}, "--reset-every")],
 )
 def test_bad_options_are_refused_in_one_line(overrides: dict, option: str) -> None:
     with pytest.raises(ValueError, match=option) as error:
@@ -317,9 +325,10 @@ def test_a_checkpointed_agent_resumes_exactly(tmp_path: Path, prefetch: bool,
                                               prioritized: bool) -> None:
     """state() through a real checkpoint, load_state() into a new agent: both go on alike
     (with prefetch, from the batch that was being gathered when the checkpoint was taken;
-    prioritized, with the priorities the updates reported)."""
+    prioritized, with the priorities the updates reported; the last layers reset on the
+    way, before and after the checkpoint)."""
     config = tiny_config(learning_starts=16, batch_size=4, train_freq=4, target_update=24,
-                         prefetch=prefetch, prioritized=prioritized)
+                         prefetch=prefetch, prioritized=prioritized, reset_every=28)
     agent, env, obs = started_agent(config)
     agent_step = 0
 
@@ -440,3 +449,49 @@ def test_prefetched_batches_are_those_sampled_one_update_earlier() -> None:
     for mine, theirs in zip(learned, expected, strict=False):
         for name in ("obs", "actions", "returns", "next_obs", "discounts"):
             np.testing.assert_array_equal(getattr(mine, name), getattr(theirs, name), name)
+
+
+def test_a_reset_gives_the_last_layers_fresh_weights_and_keeps_the_convolutions() -> None:
+    config = tiny_config(learning_starts=16, batch_size=4, train_freq=4, dueling=True)
+    agent, env, obs = started_agent(config)
+    play(agent, env, obs, 0, 12)  # some updates: Adam has moments for every parameter
+    assert agent.updates > 0
+    assert isinstance(dict(agent.network.named_modules())["torso.7"], nn.Linear)
+    before = {n: p.detach().clone() for n, p in agent.network.named_parameters()}
+    agent.reset_last_layers(3)
+    after = dict(agent.network.named_parameters())
+    target = dict(agent.target.named_parameters())
+    reset = [n for n in before if n.startswith(LAST_LAYERS)]
+    assert sorted(reset) == ["advantage.bias", "advantage.weight", "torso.7.bias",
+                             "torso.7.weight", "value.bias", "value.weight"]
+    for name, value in before.items():
+        state = agent.optimizer.state[after[name]]
+        if name in reset:
+            assert not torch.equal(after[name], value)
+            assert torch.equal(target[name], after[name])  # the target gets them too
+            assert all(int(moment.count_nonzero()) == 0 for moment in state.values())
+        else:
+            assert torch.equal(after[name], value)
+            assert int(state["exp_avg_sq"].count_nonzero()) > 0
+    # The fresh weights depend on the seed and the reset's number only.
+    other, _, _ = started_agent(config)
+    other.reset_last_layers(3)
+    assert torch.equal(other.network.torso[7].weight, agent.network.torso[7].weight)
+    other.reset_last_layers(4)
+    assert not torch.equal(other.network.torso[7].weight, agent.network.torso[7].weight)
+
+
+def test_resets_come_every_reset_every_agent_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tiny_config(learning_starts=16, batch_size=4, train_freq=4, reset_every=40)
+    done: list[tuple[int, int]] = []
+    original = DQNAgent.reset_last_layers
+
+    def record(agent: DQNAgent, index: int) -> None:
+        done.append((agent.updates, index))
+        original(agent, index)
+
+    monkeypatch.setattr(DQNAgent, "reset_last_layers", record)
+    agent, env, obs = started_agent(config)
+    play(agent, env, obs, 0, 25)  # 25 steps of 4 envs: agent steps 4 ... 100
+    assert [index for _, index in done] == [1, 2]  # at agent steps 40 and 80
+    assert done[0][0] == (40 - 16) // 4 + 1  # after the updates of the step that got there

@@ -58,6 +58,9 @@ from atari_rl.networks import (
 from atari_rl.plots import FigureSpec, Panel
 from atari_rl.replay import Batch, Draw, ReplayMemory, check_capacity, check_fits
 
+# What `--reset-every` gives fresh weights: the dense layer of the torso and the heads.
+LAST_LAYERS = ("torso.7.", "advantage.", "value.")
+
 
 @dataclass
 class DQNConfig(RunConfig):
@@ -93,6 +96,7 @@ class DQNConfig(RunConfig):
     prioritized: bool = False  # draw transitions in proportion to |TD error| ** exponent
     priority_exponent: float = 0.5  # alpha, Rainbow's; the nearer 0, the nearer uniform
     priority_weight: float = 0.4  # beta, linear from this to 1: how much bias the weights undo
+    reset_every: int = 0  # agent steps between fresh weights for the last layers (0: never)
     log_every: int = 10_000
 
     def validate(self) -> None:
@@ -110,6 +114,8 @@ class DQNConfig(RunConfig):
         require(0.0 < self.gamma <= 1.0, "--gamma must be in (0, 1]")
         require(self.learning_rate > 0, "--learning-rate must be positive")
         require(self.max_grad_norm > 0, "--max-grad-norm must be positive")
+        require(self.reset_every >= 0,
+                "--reset-every must be 0 (never) or a positive number of agent steps")
         require(self.replay_codec in ("zstd", "lz4", "zlib"),
                  "--replay-codec must be zstd, lz4 or zlib")
         require(0.0 < self.priority_exponent <= 1.0, "--priority-exponent must be in (0, 1]")
@@ -347,6 +353,10 @@ class DQNAgent:
         syncs = agent_step // self.config.target_update - previous // self.config.target_update
         for _ in range(syncs):
             self.sync_target()
+        if self.config.reset_every:
+            every = self.config.reset_every
+            for index in range(previous // every + 1, agent_step // every + 1):
+                self.reset_last_layers(index)
         return stats
 
     def _updates_until(self, agent_step: int) -> int:
@@ -430,6 +440,28 @@ class DQNAgent:
     def sync_target(self) -> None:
         self.target.load_state_dict(self.network.state_dict())
         self.target_syncs += 1
+
+    def reset_last_layers(self, index: int) -> None:
+        """Fresh weights for the dense layer and the heads (`LAST_LAYERS`) of the online
+        and the target network, and fresh Adam moments for them; the convolutions and the
+        replay memory keep what they hold. At high replay ratios a network stops learning
+        from new data after a while (the primacy bias, Nikishin et al. 2022, whose remedy
+        this is); both runs here above a replay ratio of 4 levelled off (README).
+
+        The fresh weights depend only on the run's seed and `index` (the reset's number,
+        agent_step // reset_every), so a resumed run draws the same ones."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed * 1_000_003 + index)
+            fresh = QNetwork(self.num_actions, dueling=self.config.dueling).state_dict()
+        with torch.no_grad():
+            for name, parameter in self.network.named_parameters():
+                if name.startswith(LAST_LAYERS):
+                    parameter.copy_(fresh[name])
+                    for moment in self.optimizer.state.get(parameter, {}).values():
+                        moment.zero_()  # exp_avg, exp_avg_sq and the step count
+            for name, parameter in self.target.named_parameters():
+                if name.startswith(LAST_LAYERS):
+                    parameter.copy_(fresh[name])
 
 
 def _plain(array: np.ndarray) -> np.ndarray:
