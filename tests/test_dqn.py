@@ -225,11 +225,15 @@ class ChoiceEnv:
 
 
 def tiny_config(**changes: object) -> DQNConfig:
+    """The choice task's settings. bf16 is off so that every CPU computes the same path
+    (it is on only where the CPU has AVX-512 BF16 or AMX), and Adam's 5e-4 learns the task
+    on every seed and variant tried (0-3, plain, dueling, speed options, prioritized):
+    1e-3 left the dueling Q-values 40% off on an AVX2 CPU."""
     settings = dict(
         steps=1_600, num_envs=4, seed=0, torch_threads=1, device="cpu", buffer_size=4_000,
         learning_starts=200, batch_size=16, train_freq=8, target_update=200, n_steps=1,
-        gamma=0.9, learning_rate=1e-3, optimizer_eps=1e-8, epsilon_steps=800,
-        epsilon_end=0.05, compile=False, log_every=400,
+        gamma=0.9, learning_rate=5e-4, optimizer_eps=1e-8, epsilon_steps=800,
+        epsilon_end=0.05, compile=False, bf16=False, log_every=400,
     )
     settings.update(changes)
     config = DQNConfig(**settings)  # type: ignore[arg-type]
@@ -248,8 +252,7 @@ def greedy_q(run_dir: Path, dueling: bool = False) -> dict[int, np.ndarray]:
     return dict(zip(screens, q, strict=True))
 
 
-# Seed 2: the tiny task is not learned on every seed in 1,600 steps (seed 0 fails here).
-SPEED_OPTIONS = {"prefetch": True, "compile_step": True, "seed": 2}
+SPEED_OPTIONS = {"prefetch": True, "compile_step": True}
 
 
 @pytest.mark.parametrize(("dueling", "options"),
@@ -397,11 +400,12 @@ def test_stats_before_learning_starts_keep_the_columns_of_later_rows() -> None:
 
 
 def test_compiled_step_matches_the_eager_one_and_takes_a_new_lr_without_recompiling() -> None:
-    # bf16 off: Adam's normalised steps would grow its rounding into differences of ~lr.
+    # bf16 off (tiny_config): Adam's normalised steps would grow its rounding into
+    # differences of ~lr.
     agents = []
     for compile_step in (False, True):
         torch.manual_seed(0)
-        agents.append(DQNAgent(tiny_config(compile_step=compile_step, bf16=False), NUM_ACTIONS,
+        agents.append(DQNAgent(tiny_config(compile_step=compile_step), NUM_ACTIONS,
                                torch.device("cpu")))
     batches = [random_batch(16, seed) for seed in range(6)]
     for agent in agents:
@@ -417,7 +421,8 @@ def test_compiled_step_matches_the_eager_one_and_takes_a_new_lr_without_recompil
         torch.testing.assert_close(mine, theirs, rtol=0, atol=2e-5)
     # Its lr is a tensor, which a checkpoint's JSON holds as a number.
     tensors, meta = compiled.state()
-    assert meta["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    assert meta["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        0.1 * compiled.config.learning_rate)
     compiled.load_state(tensors, json.loads(json.dumps(meta)))
     assert math.isfinite(compiled.update(batches[0])["td_loss"])
 
