@@ -15,6 +15,7 @@ gamma 0.99, lambda 0.95, clipped value loss.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +104,11 @@ class PPOAgent:
         # casting every weight at every step: an act on 8 observations, one thread, takes
         # 0.85-0.92 ms against 1.24-1.38 ms (benchmarks/ppo_update.py)
         self.acting_network = acting_copy(self.network, bf16=self._autocast)
+        # One thread pays for a short act: bf16 on 8 observations takes about 1.2 ms, and
+        # waking a second OpenMP thread after every emulator step costs more than it does
+        # (1.7 against 2.1 ms). In fp32 on an AVX2 CPU an act takes 5.9 ms on one thread
+        # and 4.4 ms on two, so there it keeps all threads (README, "On a CPU without bf16").
+        self._acting_threads = one_thread if self._autocast else nullcontext
         self._forward = self.network
         self._policy_step = self._draw
         if config.compile:
@@ -141,7 +147,7 @@ class PPOAgent:
         """Draw from the policy; keep each action's log-probability and the state's value."""
         uniform = torch.rand(len(obs), self.num_actions, generator=self._sampling,
                              device=self.device)
-        with one_thread():  # faster here for a few observations (networks.py)
+        with self._acting_threads():
             actions, log_prob, values = self._policy_step(self._input(torch.from_numpy(obs)),
                                                           uniform)
         self._acted = (log_prob.cpu().numpy(), values.cpu().numpy())
