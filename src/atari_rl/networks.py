@@ -151,11 +151,13 @@ def one_thread() -> Iterator[None]:
     - Evaluation and recording play batches of 1 to 16 stacks: on a loaded 2-core machine
       two torch threads took 77 ms per batch of 2 stacks and one thread 0.6 ms, since the
       threads only fought each other.
-    - PPO acts in it: its compiled act on 8 observations is a chain of small kernels, each
-      an OpenMP region that the second thread must join, woken from sleep after every step
-      of the emulators. In the training loop (2 cores) an act took 2.1-2.2 ms with both
-      threads and 1.7 ms on one. A2C's act (16 envs) did not change, and Double DQN's
-      greedy act got slower (2.2 against 1.7 ms), so in training they keep all threads.
+    - PPO acts in it where bf16 is on: its compiled act on 8 observations is then a chain
+      of small kernels, each an OpenMP region that the second thread must join, woken from
+      sleep after every step of the emulators. In the training loop (2 cores) an act took
+      2.1-2.2 ms with both threads and 1.7 ms on one. In fp32 on an AVX2 CPU the act is
+      long enough for two threads to pay (5.4 against 7.0 ms). A2C's act (16 envs) did not
+      change, and Double DQN's greedy act got slower (2.2 against 1.7 ms), so in training
+      they keep all threads.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
