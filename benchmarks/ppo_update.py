@@ -10,7 +10,7 @@ without the bf16 acting copy; and gathering a minibatch from a rollout, by index
 by `select_stacks`. Random pixels: the time does not depend on them.
 
     python benchmarks/ppo_update.py            # ~4 minutes on 2 quiet cores (compiling)
-    python benchmarks/ppo_update.py --skip-bf16    # fp32 only, for a CPU without bf16
+    python benchmarks/ppo_update.py --skip-bf16    # no bf16 rows, for a CPU without bf16
 
 The last line of output is one JSON object.
 """
@@ -103,13 +103,30 @@ def gather_ms(rows: bool, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
+def bf16_rows(batch: int, repeats: int) -> list[dict]:
+    """The bf16 variants: the minibatch in channels_last, and acting on 8 observations."""
+    results = [variant("minibatch, static, channels_last, bf16=True", batch, True,
+                       "static", True, True, repeats),
+               variant("minibatch, static, channels_last, input too, bf16=True",
+                       batch, True, "static", True, True, repeats, input_cl=True)]
+    for mode in ("dynamic", "static"):
+        results.append(variant(f"act on 8, {mode}, channels_last, input too, bf16=True", 8,
+                               True, mode, True, False, 20 * repeats, input_cl=True))
+    for copy in (False, True):  # interleaved rounds: the machine's speed drifts
+        name = f"act on 8, one thread, {'bf16 acting copy' if copy else 'autocast'}"
+        times = [act_ms(copy, 20 * repeats) for _ in range(2)]
+        print(f"{name:52s} {min(times):8.2f} ms", flush=True)
+        results.append({"variant": name, "batch": 8, "train": False, "ms": round(min(times), 2)})
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--skip-bf16", action="store_true",
-                        help="fp32 rows only: for a CPU without AVX-512 BF16 or AMX, where "
+                        help="no bf16 rows: for a CPU without AVX-512 BF16 or AMX, where "
                              "bf16 is emulated (about 11x slower than fp32 on AVX2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -121,22 +138,8 @@ def main() -> None:
     # what PPOAgent runs where bf16 is off
     results.append(variant("minibatch, static, channels_last, input too, bf16=False",
                            args.batch, False, "static", True, True, args.repeats, input_cl=True))
-    if args.skip_bf16:
-        print(json.dumps({"benchmark": "ppo_update", "threads": args.threads,
-                          "variants": results}))
-        return
-    results.append(variant("minibatch, static, channels_last, bf16=True", args.batch, True,
-                           "static", True, True, args.repeats))
-    results.append(variant("minibatch, static, channels_last, input too, bf16=True",
-                           args.batch, True, "static", True, True, args.repeats, input_cl=True))
-    for mode in ("dynamic", "static"):
-        results.append(variant(f"act on 8, {mode}, channels_last, input too, bf16=True", 8,
-                               True, mode, True, False, 20 * args.repeats, input_cl=True))
-    for copy in (False, True):  # interleaved rounds: the machine's speed drifts
-        name = f"act on 8, one thread, {'bf16 acting copy' if copy else 'autocast'}"
-        times = [act_ms(copy, 20 * args.repeats) for _ in range(2)]
-        print(f"{name:52s} {min(times):8.2f} ms", flush=True)
-        results.append({"variant": name, "batch": 8, "train": False, "ms": round(min(times), 2)})
+    if not args.skip_bf16:
+        results += bf16_rows(args.batch, args.repeats)
     for rows in (False, True):
         name = f"gather 256 of 1,024 stacks, {'select_stacks' if rows else 'obs[index]'}"
         ms = gather_ms(rows, 4 * args.repeats)
