@@ -7,9 +7,8 @@ minibatch of 256 (forward, backward, Adam; 2 threads) had about 2,900 faults and
 system time in 28-29 ms; with the thresholds below, 0 faults and 24 ms (README, "Why the
 speed-ups stop where they do"). `tests/test_heap.py` counts an eager learner step's:
 about 14,000 a step without, 0 with, in bf16 on a CPU with AVX-512 BF16; in fp32 on an
-AVX2 CPU 5,400-7,000 without and 640-1,400 with (blocks above glibc's 32 MB limit still
-come from the kernel). The heap then keeps up to `TRIM_BYTES` of freed memory at its top
-for reuse.
+AVX2 CPU 5,400-7,000 without and 640-1,400 with (the rest not traced to their source).
+The heap then keeps up to `TRIM_BYTES` of freed memory at its top for reuse.
 
 It is set when atari_rl is imported, before torch loads and allocates: set after, one
 eager learner step still faulted about 350 times a step. A user who sets glibc's own
