@@ -1,5 +1,6 @@
 """What the benchmark scripts share: timing a learner, timing the parts of a training loop,
-and a learning run scored by `atari-rl evaluate` (SB3, the peer, is in `sb3_peer.py`)."""
+the arithmetic ceiling of a learner on these cores, and a learning run scored by `atari-rl
+evaluate` (SB3, the peer, is in `sb3_peer.py`)."""
 
 from __future__ import annotations
 
@@ -104,6 +105,64 @@ def ours_steps_per_s(config: Any, timed_from: int) -> float:
     rates = [rate for (previous, _), (_, rate) in zip(rows, rows[1:], strict=False)
              if previous >= timed_from]
     return statistics.median(rates[:-1] if len(rates) > 2 else rates)
+
+
+def forward_flops(network: Any) -> tuple[int, int]:
+    """FLOPs (two per multiply-add) of one forward of `network` on one 4x84x84 stack, and of
+    its first layer alone: a learner's backward computes every layer's weight gradient (as
+    many FLOPs as its forward) and every layer's input gradient but the first's, since the
+    pixels need none. So a trained sample costs 3 * total - first."""
+    import torch
+
+    counts: list[int] = []
+
+    def count(module: torch.nn.Module, _: Any, output: torch.Tensor) -> None:
+        positions = output[0, 0].numel() if isinstance(module, torch.nn.Conv2d) else 1
+        counts.append(2 * module.weight.numel() * positions)
+
+    hooks = [module.register_forward_hook(count) for module in network.modules()
+             if isinstance(module, torch.nn.Conv2d | torch.nn.Linear)]
+    try:
+        with torch.no_grad():
+            network(torch.zeros(1, 4, 84, 84, dtype=torch.uint8))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(counts), counts[0]
+
+
+def matmul_gflop_per_s(bf16: bool, size: int = 2048, repeats: int = 20,
+                       device: Any = "cpu") -> float:
+    """GFLOP/s of a size x size matrix product on `device`: about the most it computes, and
+    so the ceiling of any learner there."""
+    import torch
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    synchronize = torch.cuda.synchronize if a.is_cuda else (lambda: None)
+    for _ in range(3):
+        a @ b
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def learner_ceiling(measured: LoopProfile, update_part: str, flops: float,
+                    ceiling_gflop_per_s: float) -> dict[str, float]:
+    """The learner's arithmetic rate in the loop (`flops` over the time in `update_part`),
+    and the agent steps/s the same loop would reach if its learner ran at
+    `ceiling_gflop_per_s` while every other part kept its measured time: the bound of what
+    making the learner faster can give on these cores."""
+    update_s = measured.seconds[update_part]
+    at_ceiling_s = measured.wall_s - update_s + flops / (ceiling_gflop_per_s * 1e9)
+    return {"learner_gflop_per_s": round(flops / update_s / 1e9, 1),
+            "machine_matmul_gflop_per_s": round(ceiling_gflop_per_s, 1),
+            "agent_steps_per_s_learner_at_matmul_rate":
+                round(measured.agent_steps / at_ceiling_s, 1)}
 
 
 class PartTimer:

@@ -7,10 +7,14 @@ methods while the run goes:
 - `PPOAgent.act`: the policy's forward on num_envs stacks, and the draw;
 - `Rollout.add`: storing the step;
 - `PPOAgent.update`: GAE, then epochs x minibatches of forward, backward and Adam.
-Timing starts after --warmup agent steps. Beside it, in the same process and with the same
-envs and threads, the pipeline alone with random actions: what the loop could reach if
-acting and learning cost nothing. On a GPU machine with many cores this says whether the
-GPU or the emulators bound the run.
+Timing starts after --warmup agent steps. It also gives the learner's arithmetic rate (the
+network's FLOPs per sample, forward and backward, times the samples of every epoch, over the
+time of the updates), a large matrix product's rate on the same device in the same run, and
+the agent steps/s the loop would make if its learner computed at that rate, every other
+part unchanged: the most that a faster learner can give here. Beside it, in the same
+process and with the same envs and threads, the pipeline alone with random actions: what
+the loop could reach if acting and learning cost nothing. On a GPU machine with many cores
+this says whether the GPU or the emulators bound the run.
 
     python benchmarks/ppo_loop.py                                  # 2 cores, ~3 minutes
     python benchmarks/ppo_loop.py --compare-yield   # also without envs.YIELD_BEFORE_STEP
@@ -32,11 +36,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import profile_loop
+from common import forward_flops, learner_ceiling, matmul_gflop_per_s, profile_loop
 from dqn_breakout import parse_set
 
 from atari_rl import envs
 from atari_rl.envs import AtariPipeline
+from atari_rl.networks import ActorCritic, bf16_pays_off, pick_device
 from atari_rl.ppo import PPOAgent, PPOConfig
 from atari_rl.rollout import Rollout
 
@@ -70,6 +75,11 @@ def profile(config: PPOConfig, timed_from: int) -> dict[str, Any]:
     """Milliseconds per 1,024 agent steps in each part, from agent step `timed_from` on."""
     measured = profile_loop(config, PPOAgent, PARTS, timed_from)
     per_1024 = 1024 / measured.agent_steps
+    total, first = forward_flops(ActorCritic(4))
+    samples = measured.calls["update"] * config.epochs * config.num_envs * config.n_steps
+    flops = samples * (3 * total - first)
+    device = pick_device(config.device)
+    ceiling = matmul_gflop_per_s(config.bf16 and bf16_pays_off(device), device=device)
     return {
         "agent_steps_per_s": round(measured.agent_steps_per_s, 1),
         "ms_per_1024_steps": round(1000 * measured.wall_s * per_1024, 1),
@@ -80,6 +90,7 @@ def profile(config: PPOConfig, timed_from: int) -> dict[str, Any]:
         "ms_per_act": round(1000 * measured.seconds["act"] / max(measured.calls["act"], 1), 2),
         "ms_per_update": round(
             1000 * measured.seconds["update"] / max(measured.calls["update"], 1), 1),
+        **learner_ceiling(measured, "update", flops, ceiling),
     }
 
 
@@ -114,7 +125,10 @@ def main() -> None:
         share = result["share_by_part"][name]
         print(f"{name:12s} {ms:8.1f} ms per 1,024 agent steps ({share:.0%})")
     print(f"{result['agent_steps_per_s']:,.0f} agent steps/s; the pipeline alone "
-          f"{result['pipeline_alone_steps_per_s']:,.0f}")
+          f"{result['pipeline_alone_steps_per_s']:,.0f}; the learner computes "
+          f"{result['learner_gflop_per_s']} GFLOP/s, a large matrix product "
+          f"{result['machine_matmul_gflop_per_s']}; with the learner at that rate the loop "
+          f"would make {result['agent_steps_per_s_learner_at_matmul_rate']:,.0f} agent steps/s")
     if without_yield is not None:
         result["without_yield"] = without_yield
         result["with_yield_vs_without"] = round(
