@@ -154,7 +154,8 @@ def test_bad_command_line_values_are_refused(tmp_path, capsys):
                             (["--games", "0"], "games (evaluation games per trial)"),
                             (["--configurations", "entropy-0.1,nope"],
                              "has no configuration 'nope' (it has entropy-0.1, entropy-0.01)"),
-                            (["--configurations", ","], "must name at least one")):
+                            (["--configurations", ","], "must name at least one"),
+                            (["--cpus-per-trial", "0"], "--cpus-per-trial must be a positive")):
         assert main(["study", str(spec), "--out", str(tmp_path / "s"), *args]) == 2
         assert complaint in capsys.readouterr().err
     assert main(["study", "no-such-study"]) == 2
@@ -168,6 +169,15 @@ def test_command_line_steps_replace_a_configurations_own(tmp_path):
     assert [t.steps for t in spec.trials()] == [5000] * 3
     apply_command_line(spec, "4,5", 700, 2)
     assert [(t.seed, t.steps, t.eval_games) for t in spec.trials()] == [(4, 700, 2), (5, 700, 2)]
+
+
+def test_command_line_cpus_per_trial_change_the_threads_not_the_trials():
+    spec = parse_spec({"seeds": [0], "configurations": [{"name": "a", "preset": "a2c"}]}, "x")
+    trials = spec.trials()
+    assert spec.cpus_per_trial == 1
+    apply_command_line(spec, None, None, None, cpus_per_trial=2)
+    assert spec.cpus_per_trial == 2
+    assert spec.trials() == trials  # a study resumed with more cores runs the same trials
 
 
 def test_command_line_configurations_keep_only_those_named():
@@ -205,6 +215,7 @@ def test_a_study_runs_every_trial_and_aggregates(finished_study):
         config = json.loads((run_dir / CONFIG_FILE).read_text())
         assert (config["preset"], config["seed"]) == ("seed-n5", int(run[-1]))
         assert config["entropy_coef"] == (0.1 if run.startswith("entropy-0.1-") else 0.01)
+        assert config["torch_threads"] == config["env_threads"] == 1  # cpus_per_trial
         trial = json.loads((run_dir / TRIAL_FILE).read_text())
         evaluation = json.loads((run_dir / EVALUATION_FILE).read_text())
         assert trial["score"] == evaluation["mean"] and evaluation["games"] == 1

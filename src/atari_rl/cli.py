@@ -171,6 +171,10 @@ def _add_study_command(commands: Any) -> None:
     study.add_argument("--configurations", default=None, metavar="LIST",
                        help="only these of the spec's configurations, e.g. dueling,prioritized "
                             "(default: all); the others' trials are left as they are")
+    study.add_argument("--cpus-per-trial", type=int, default=None, metavar="N",
+                       help="cores (torch and emulator threads) each trial takes; Ray runs as "
+                            "many trials at once as the cores allow (default: the spec's, 1 in "
+                            "the built-in studies). Give the last trials more")
     study.add_argument("--out", type=Path, default=None,
                        help=f"the study directory (default {DEFAULT_OUT}/study-NAME); run the "
                             f"same command again to resume it")
@@ -414,7 +418,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     from atari_rl.study_run import run_study
 
     spec = _usage(load_spec, args.spec)
-    _usage(apply_command_line, spec, args.seeds, args.steps, args.games, args.configurations)
+    _usage(apply_command_line, spec, args.seeds, args.steps, args.games, args.configurations,
+           args.cpus_per_trial)
     resuming = (Path(args.spec) / STUDY_FILE).is_file()  # SPEC is a study directory
     out = args.out or (Path(args.spec) if resuming else DEFAULT_OUT / f"study-{spec.name}")
     return _usage(run_study, spec, out, args.address or os.environ.get("RAY_ADDRESS"))

@@ -238,10 +238,14 @@ def _configuration(entry: Any) -> Configuration:
 
 
 def apply_command_line(spec: StudySpec, seeds: str | None, steps: int | None,
-                       games: int | None, configurations: str | None = None) -> StudySpec:
+                       games: int | None, configurations: str | None = None,
+                       cpus_per_trial: int | None = None) -> StudySpec:
     """The command line's --seeds, --steps and --games replace the spec's (steps: every
     configuration's, its own overrides included); --configurations keeps only the ones it
-    names (a second seed for the leading settings of a long study, say)."""
+    names (a second seed for the leading settings of a long study, say). --cpus-per-trial
+    replaces the spec's cores per trial: with fewer trials left than cores (the last one of
+    a study on a 2-core machine), one core each would leave the others idle. It is not part
+    of what a trial is: threads change the speed, not what is learned."""
     if configurations is not None:
         names = [name.strip() for name in configurations.split(",") if name.strip()]
         known = [c.name for c in spec.configurations]
@@ -264,6 +268,9 @@ def apply_command_line(spec: StudySpec, seeds: str | None, steps: int | None,
             for c in spec.configurations]
     if games is not None:
         spec.games = games
+    if cpus_per_trial is not None:
+        _require(_positive_int(cpus_per_trial), "--cpus-per-trial must be a positive integer")
+        spec.cpus_per_trial = cpus_per_trial
     validate(spec)
     return spec
 

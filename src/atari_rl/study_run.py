@@ -583,7 +583,7 @@ def _run_on_ray(spec: StudySpec, record: dict[str, Any], study_dir: Path,
         cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
         if spec.cpus_per_trial > cpus:
             raise ValueError(f"each trial asks for {spec.cpus_per_trial} CPUs and the Ray "
-                             f"cluster has {cpus:g}: lower cpus_per_trial")
+                             f"cluster has {cpus:g}: lower cpus_per_trial (or --cpus-per-trial)")
         gpu_share = spec.gpus_per_trial
         if gpu_share is None:
             gpu_share = gpus * spec.cpus_per_trial / cpus if gpus else 0.0
