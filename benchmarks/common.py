@@ -152,11 +152,17 @@ def matmul_gflop_per_s(bf16: bool, size: int = 2048, repeats: int = 20,
 
 
 def learner_ceiling(measured: LoopProfile, update_part: str, flops: float,
-                    ceiling_gflop_per_s: float) -> dict[str, float]:
+                    config: Any) -> dict[str, float]:
     """The learner's arithmetic rate in the loop (`flops` over the time in `update_part`),
-    and the agent steps/s the same loop would reach if its learner ran at
-    `ceiling_gflop_per_s` while every other part kept its measured time: the bound of what
-    making the learner faster can give on these cores."""
+    and the agent steps/s the same loop would reach if its learner ran at the rate of a
+    large matrix product on the run's device and precision (`config.device`, `config.bf16`)
+    while every other part kept its measured time: the bound of what making the learner
+    faster can give there."""
+    from atari_rl.networks import bf16_pays_off, pick_device
+
+    device = pick_device(config.device)
+    ceiling_gflop_per_s = matmul_gflop_per_s(config.bf16 and bf16_pays_off(device),
+                                             device=device)
     update_s = measured.seconds[update_part]
     at_ceiling_s = measured.wall_s - update_s + flops / (ceiling_gflop_per_s * 1e9)
     return {"learner_gflop_per_s": round(flops / update_s / 1e9, 1),

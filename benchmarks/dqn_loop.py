@@ -32,13 +32,12 @@ import argparse
 import json
 from typing import Any
 
-import torch
-from common import forward_flops, learner_ceiling, matmul_gflop_per_s, profile_loop
+from common import forward_flops, learner_ceiling, profile_loop
 from dqn_breakout import parse_set
 
 from atari_rl.dqn import DQNAgent, DQNConfig
 from atari_rl.envs import AtariPipeline
-from atari_rl.networks import QNetwork, bf16_pays_off
+from atari_rl.networks import QNetwork
 from atari_rl.replay import ReplayMemory
 
 PARTS = {
@@ -59,7 +58,6 @@ def profile(config: DQNConfig, timed_from: int) -> dict[str, Any]:
     # DQN's choice of action) and the target's forward on s'.
     total, first = forward_flops(QNetwork(4, dueling=config.dueling))
     flops = updates * config.batch_size * (3 * total - first + 2 * total)
-    ceiling = matmul_gflop_per_s(config.bf16 and bf16_pays_off(torch.device("cpu")))
     return {
         "agent_steps_per_s": round(measured.agent_steps_per_s, 1),
         "ms_per_vector_step": round(1000 * wall / vector_steps, 3),
@@ -67,7 +65,7 @@ def profile(config: DQNConfig, timed_from: int) -> dict[str, Any]:
                                        for name in PARTS},
         "share_by_part": {name: round(seconds[name] / wall, 3) for name in PARTS},
         "ms_per_update": round(1000 * seconds["update"] / updates, 2),
-        **learner_ceiling(measured, "update", flops, ceiling),
+        **learner_ceiling(measured, "update", flops, config),
     }
 
 

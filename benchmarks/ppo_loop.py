@@ -36,12 +36,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import forward_flops, learner_ceiling, matmul_gflop_per_s, profile_loop
+from common import forward_flops, learner_ceiling, profile_loop
 from dqn_breakout import parse_set
 
 from atari_rl import envs
 from atari_rl.envs import AtariPipeline
-from atari_rl.networks import ActorCritic, bf16_pays_off, pick_device
+from atari_rl.networks import ActorCritic
 from atari_rl.ppo import PPOAgent, PPOConfig
 from atari_rl.rollout import Rollout
 
@@ -78,8 +78,6 @@ def profile(config: PPOConfig, timed_from: int) -> dict[str, Any]:
     total, first = forward_flops(ActorCritic(4))
     samples = measured.calls["update"] * config.epochs * config.num_envs * config.n_steps
     flops = samples * (3 * total - first)
-    device = pick_device(config.device)
-    ceiling = matmul_gflop_per_s(config.bf16 and bf16_pays_off(device), device=device)
     return {
         "agent_steps_per_s": round(measured.agent_steps_per_s, 1),
         "ms_per_1024_steps": round(1000 * measured.wall_s * per_1024, 1),
@@ -90,7 +88,7 @@ def profile(config: PPOConfig, timed_from: int) -> dict[str, Any]:
         "ms_per_act": round(1000 * measured.seconds["act"] / max(measured.calls["act"], 1), 2),
         "ms_per_update": round(
             1000 * measured.seconds["update"] / max(measured.calls["update"], 1), 1),
-        **learner_ceiling(measured, "update", flops, ceiling),
+        **learner_ceiling(measured, "update", flops, config),
     }
 
 
