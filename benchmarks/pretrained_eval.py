@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from atari_rl.cli import PRETRAINED_OUTPUT
-from atari_rl.policy import PRETRAINED_ROOT
-from atari_rl.run_files import FINAL_POLICY
+from atari_rl.run_files import shipped_agents
 
 
 def evaluate(name: str, games: int, policy: str) -> dict:
@@ -40,7 +39,7 @@ def main() -> None:
                         help="a shipped agent (repeatable); default: all of pretrained/")
     parser.add_argument("--games", type=int, default=100)
     args = parser.parse_args()
-    names = args.name or sorted(p.parent.name for p in PRETRAINED_ROOT.glob(f"*/{FINAL_POLICY}"))
+    names = args.name or shipped_agents()
     agents = {name: {"trained": evaluate(name, args.games, "trained"),
                      "random": evaluate(name, args.games, "random")} for name in names}
     print(json.dumps({"benchmark": "pretrained_eval", "games": args.games, "agents": agents}))

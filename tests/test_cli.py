@@ -6,7 +6,7 @@ import json
 import pytest
 
 from atari_rl.cli import field_comments, main
-from atari_rl.run_files import CONFIG_FILE
+from atari_rl.run_files import CONFIG_FILE, shipped_agents
 
 
 @pytest.mark.parametrize(
@@ -70,6 +70,17 @@ def test_train_help_gives_each_algorithm_its_own_default(capsys):
     assert ("--keep-checkpoints KEEP_CHECKPOINTS the newest ones kept, besides the "
             "best-scoring one (default 3) --exact-resume") in help_text
     assert "--exact-resume, --no-exact-resume Restart every game at each checkpoint" in help_text
+
+
+@pytest.mark.parametrize("command", ["evaluate", "record", "report"])
+def test_pretrained_help_names_every_shipped_agent(capsys, monkeypatch, command):
+    monkeypatch.setenv("COLUMNS", "400")  # argparse would wrap inside "breakout-dqn"
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    shipped = shipped_agents()
+    assert {"breakout-a2c", "breakout-dqn"} <= set(shipped)
+    assert f"an agent shipped in pretrained/ ({', '.join(shipped)}) instead of a run" in help_text
 
 
 @dataclasses.dataclass

@@ -27,6 +27,7 @@ from atari_rl.run_files import (
     RANDOM_EVALUATION_FILE,
     REPORT_FILE,
     VIDEO_FILE,
+    shipped_agents,
 )
 
 if TYPE_CHECKING:  # imported where used, as the commands import their modules
@@ -251,7 +252,8 @@ def _add_analysis_commands(commands: Any) -> None:
 
 def _add_pretrained_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", metavar="NAME", default=None,
-                        help="an agent shipped in pretrained/ (breakout-a2c) instead of a run; "
+                        help=f"an agent shipped in pretrained/ ({', '.join(shipped_agents())}) "
+                             "instead of a run; "
                              f"what is written goes to {PRETRAINED_OUTPUT}-NAME/")
 
 

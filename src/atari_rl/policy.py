@@ -29,10 +29,11 @@ from atari_rl.run_files import (
     CHECKPOINT_TENSORS,
     CONFIG_FILE,
     FINAL_POLICY,
+    PRETRAINED_ROOT,
+    shipped_agents,
 )
 
 EVAL_EPSILON = 0.01  # the Nature DQN evaluation protocol's epsilon
-PRETRAINED_ROOT = Path(__file__).resolve().parents[2] / "pretrained"  # in a clone of the repo
 _PREFERRED_PREFIXES = ("", "online.", "network.", "_orig_mod.")  # online: DQN's, not its target
 
 
@@ -148,8 +149,7 @@ def pretrained_dir(name: str) -> Path:
     """The directory of an agent shipped in the repository's pretrained/ folder."""
     path = PRETRAINED_ROOT / name
     if "/" in name or not (path / CONFIG_FILE).is_file():
-        shipped = sorted(p.parent.name for p in PRETRAINED_ROOT.glob(f"*/{CONFIG_FILE}"))
-        names = ", ".join(shipped) or "none in this installation"
+        names = ", ".join(shipped_agents()) or "none in this installation"
         raise PolicyError(f"unknown pretrained agent '{name}': available: {names}")
     return path
 

@@ -24,9 +24,13 @@ names alone, so a name changed here changes everywhere.
       report.html               `atari-rl report`
       trial.json                a study's trial only: how it ended
 
+The agents shipped with the repository are run directories too, in pretrained/NAME/.
+
 A study directory has its own names (study.json, runs/, logs/) in study.py and
 study_run.py; its figures and report take the names a run's do.
 """
+
+from pathlib import Path
 
 # Training (training.py, metrics.py)
 CONFIG_FILE = "config.json"  # training.train: the RunConfig as JSON; marks a run directory
@@ -50,6 +54,15 @@ VIDEO_INFO_FILE = "video.json"  # `record`, beside the video: frames, scores, se
 GIF_FILE = "video.gif"  # `record --gif`, beside the video: one frame per agent step
 FIGURES_DIR = "figures"  # `plot`: one PNG per figure
 REPORT_FILE = "report.html"  # `report`: one self-contained page about the run
+
+# Shipped agents (policy.load_policy("NAME"), the commands' --pretrained NAME)
+PRETRAINED_ROOT = Path(__file__).resolve().parents[2] / "pretrained"  # in a clone of the repo
+
+
+def shipped_agents() -> list[str]:
+    """The names of the agents in pretrained/, each a run directory with its config."""
+    return sorted(p.parent.name for p in PRETRAINED_ROOT.glob(f"*/{CONFIG_FILE}"))
+
 
 # Studies (study_run.py)
 TRIAL_FILE = "trial.json"  # study_run: how a study's trial ended (status, score, error, log)
