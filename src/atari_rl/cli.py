@@ -244,7 +244,8 @@ def _add_analysis_commands(commands: Any) -> None:
                                                 "or about a study")
     report.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR|STUDY_DIR")
     _add_pretrained_option(report)
-    report.add_argument("--x", choices=("steps", "games"), default="steps")
+    report.add_argument("--x", choices=("steps", "games"), default="steps",
+                        help="x axis of the figures: agent steps or games played (default steps)")
     report.add_argument("--out", type=Path, default=None,
                         help=f"the .html to write (default RUN_DIR/{REPORT_FILE}; needed "
                              f"for several runs)")
@@ -289,7 +290,9 @@ def _add_play_options(parser: argparse.ArgumentParser, defaults: EvalProtocol) -
 
     minutes = defaults.max_frames_per_game / SCREEN_FPS / 60
     group = parser.add_argument_group("protocol")
-    group.add_argument("--seed", type=int, default=defaults.seed)
+    group.add_argument("--seed", type=int, default=defaults.seed,
+                       help=f"seeds the emulators, the no-ops and epsilon's random actions: "
+                            f"the same seed plays the same games (default {defaults.seed})")
     group.add_argument("--greedy", action="store_true", default=defaults.greedy,
                        help="always the best action (default epsilon-greedy)")
     group.add_argument("--epsilon", type=float, default=defaults.epsilon,
