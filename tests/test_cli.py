@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from atari_rl.cli import field_comments, main
+from atari_rl.cli import build_parser, field_comments, main
 from atari_rl.run_files import CONFIG_FILE, shipped_agents
 
 
@@ -70,6 +70,17 @@ def test_train_help_gives_each_algorithm_its_own_default(capsys):
     assert ("--keep-checkpoints KEEP_CHECKPOINTS the newest ones kept, besides the "
             "best-scoring one (default 3) --exact-resume") in help_text
     assert "--exact-resume, --no-exact-resume Restart every game at each checkpoint" in help_text
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    parser = build_parser()
+    commands = [action for action in parser._actions if action.choices and action.dest == "command"]
+    assert commands, "the parser has no sub-commands"
+    silent = [f"{name} {option.option_strings[0]}"
+              for name, command in commands[0].choices.items()
+              for option in command._actions
+              if option.option_strings and not option.help]
+    assert silent == []
 
 
 @pytest.mark.parametrize("command", ["evaluate", "record", "report"])
