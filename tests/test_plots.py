@@ -12,7 +12,15 @@ from PIL import Image
 
 from atari_rl.cli import main
 from atari_rl.metrics import GAMES_COLUMNS
-from atari_rl.plots import Panel, _draw_reference, game_series, load_run, rolling_mean
+from atari_rl.plots import (
+    Panel,
+    _draw_reference,
+    figure_specs,
+    figure_title,
+    game_series,
+    load_run,
+    rolling_mean,
+)
 from atari_rl.run_files import CONFIG_FILE, FIGURES_DIR, GAMES_FILE, METRICS_FILE
 
 A2C_COLUMNS = {"step", "actor_loss", "critic_loss", "entropy", "value_mean", "max_action_prob",
@@ -99,3 +107,21 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, run_copy, cap
     err = capsys.readouterr().err.strip()
     assert complaint in err and len(err.splitlines()) == 1
     assert set(tmp_path.rglob("*")) == before
+
+
+def test_each_figure_is_titled_after_the_panels_it_draws():
+    """Figures of one name are merged across algorithms; the title must follow what is drawn,
+    not whichever algorithm registered that name first."""
+    groups = {group[0].name: group for group in figure_specs()}
+    losses, rate = groups["losses"], groups["learning_rate"]
+    by_column = {panel.column: panel for spec in (*losses, *rate) for panel in spec.panels}
+    assert figure_title(losses, [by_column["td_loss"]]) == "Losses (the TD loss on a log scale)"
+    assert "critic" in figure_title(losses, [by_column["actor_loss"], by_column["critic_loss"]])
+    assert figure_title(losses, [by_column["value_loss"]]).startswith("Losses (the value loss")
+    # A2C logs a learning rate and no clip range: the common title, not PPO's
+    assert figure_title(rate, [by_column["learning_rate"]]) == "Learning rate"
+    assert figure_title(rate, [by_column["learning_rate"], by_column["clip_range"]]) == (
+        "Learning rate and clip range")
+    # an A2C run and a DQN run overlaid: both titles
+    both = figure_title(losses, [by_column["critic_loss"], by_column["td_loss"]])
+    assert "critic" in both and "TD loss" in both

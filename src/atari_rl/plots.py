@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,21 +176,36 @@ COMMON_LAST = (
 )
 
 
-def figure_specs() -> list[FigureSpec]:
-    """The common figures and every algorithm's, those of one name merged into one figure
-    (so that an A2C and a DQN run overlay their losses); a panel is drawn only where some
-    run has its column."""
+def figure_specs() -> list[tuple[FigureSpec, ...]]:
+    """The common figures and every algorithm's, grouped by name: the specs of one name are
+    drawn as one figure (so that an A2C and a DQN run overlay their losses); a panel is drawn
+    only where some run has its column."""
     from atari_rl.algorithms import algorithms
 
-    merged: dict[str, FigureSpec] = {}
+    groups: dict[str, list[FigureSpec]] = {}
     declared = [f for algorithm in algorithms().values() for f in algorithm.figures]
     for spec in (*COMMON_FIGURES, *declared, *COMMON_LAST):
-        if spec.name in merged:
-            known = merged[spec.name]
-            panels = known.panels + tuple(p for p in spec.panels if p not in known.panels)
-            spec = FigureSpec(spec.name, known.title, panels)
-        merged[spec.name] = spec
-    return list(merged.values())
+        groups.setdefault(spec.name, []).append(spec)
+    return [tuple(group) for group in groups.values()]
+
+
+def figure_title(group: Sequence[FigureSpec], drawn: Sequence[Panel]) -> str:
+    """The title of the spec whose panels are the ones drawn, else of the smallest one that
+    holds them all, else (runs of several algorithms overlaid) the drawn specs' titles joined.
+
+    A DQN run's losses must not be titled after A2C's critic, nor an A2C run's learning rate
+    after PPO's clip range, just because that algorithm was registered first.
+    """
+    shown = set(drawn)
+    exact = [spec for spec in group if set(spec.panels) == shown]
+    if exact:
+        return exact[0].title
+    covering = sorted((spec for spec in group if shown <= set(spec.panels)),
+                      key=lambda spec: len(spec.panels))
+    if covering:
+        return covering[0].title
+    titles = [spec.title for spec in group if shown & set(spec.panels)]
+    return " | ".join(dict.fromkeys(titles))
 
 
 def label_runs(runs: list[RunData]) -> None:
@@ -209,10 +225,10 @@ def render_figures(runs: list[RunData], x: str = "steps") -> dict[str, bytes]:
     if x not in X_AXES:
         raise ValueError(f"--x must be steps or games, not '{x}'")
     figures = {}
-    for spec in figure_specs():
-        png = _render(spec, runs, x)
+    for group in figure_specs():
+        png = _render(group, runs, x)
         if png is not None:
-            figures[f"{spec.name}.png"] = png
+            figures[f"{group[0].name}.png"] = png
     return figures
 
 
@@ -231,11 +247,12 @@ def save_pngs(figures: dict[str, bytes], out_dir: Path) -> list[Path]:
     return paths
 
 
-def _render(spec: FigureSpec, runs: list[RunData], x: str) -> bytes | None:
+def _render(group: tuple[FigureSpec, ...], runs: list[RunData], x: str) -> bytes | None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter
 
-    panels = [p for p in spec.panels if any(r.series(p.source, p.column, x) for r in runs)]
+    every = dict.fromkeys(panel for spec in group for panel in spec.panels)
+    panels = [p for p in every if any(r.series(p.source, p.column, x) for r in runs)]
     if not panels:
         return None
     figure = Figure(figsize=(9, 0.8 + 2.6 * len(panels)), dpi=100, layout="constrained")
@@ -257,7 +274,7 @@ def _render(spec: FigureSpec, runs: list[RunData], x: str) -> bytes | None:
                         else "games played (all lives)")
     if x == "steps":
         axes[-1].xaxis.set_major_formatter(EngFormatter())
-    figure.suptitle(spec.title)
+    figure.suptitle(figure_title(group, panels))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
