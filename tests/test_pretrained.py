@@ -14,8 +14,7 @@ import atari_rl
 from atari_rl.algorithms import PROBABILITIES, Q_VALUES
 from atari_rl.cli import main
 from atari_rl.config import from_dict, resolve
-from atari_rl.policy import PRETRAINED_ROOT
-from atari_rl.run_files import CONFIG_FILE, REPORT_FILE, VIDEO_INFO_FILE
+from atari_rl.run_files import CONFIG_FILE, PRETRAINED_ROOT, REPORT_FILE, VIDEO_INFO_FILE
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NAME = "breakout-a2c"  # the README example's agent

@@ -193,8 +193,7 @@ def _add_analysis_commands(commands: Any) -> None:
     plot = commands.add_parser("plot", help="PNG figures of a run, of several runs overlaid, "
                                             "or of a study")
     plot.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR|STUDY_DIR")
-    plot.add_argument("--x", choices=("steps", "games"), default="steps",
-                      help="x axis: agent steps or games played (default steps)")
+    _add_x_option(plot)
     plot.add_argument("--out", type=Path, default=None,
                       help=f"output directory (default RUN_DIR/{FIGURES_DIR}; needed for several "
                            f"runs)")
@@ -203,7 +202,8 @@ def _add_analysis_commands(commands: Any) -> None:
         "evaluate", help="score a policy over N whole games under stated protocols, side by "
                          "side")
     evaluate.add_argument("target", nargs="?", type=Path, metavar="RUN_DIR|CHECKPOINT")
-    _add_pretrained_option(evaluate)
+    shipped = shipped_agents()  # read once: three commands name them in their help
+    _add_pretrained_option(evaluate, shipped)
     protocol = EvalProtocol()
     evaluate.add_argument("--games", type=int, default=protocol.games,
                           help=f"games to play (default {protocol.games})")
@@ -228,7 +228,7 @@ def _add_analysis_commands(commands: Any) -> None:
     record = commands.add_parser(
         "record", help="MP4 of whole games with the agent's action values beside the screen")
     record.add_argument("target", nargs="?", type=Path, metavar="RUN_DIR|CHECKPOINT")
-    _add_pretrained_option(record)
+    _add_pretrained_option(record, shipped)
     settings = RecordSettings()
     record.add_argument("--games", type=int, default=settings.protocol.games,
                         help=f"games to record (default {settings.protocol.games})")
@@ -243,17 +243,21 @@ def _add_analysis_commands(commands: Any) -> None:
     report = commands.add_parser("report", help="one self-contained HTML page about the runs, "
                                                 "or about a study")
     report.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR|STUDY_DIR")
-    _add_pretrained_option(report)
-    report.add_argument("--x", choices=("steps", "games"), default="steps",
-                        help="x axis of the figures: agent steps or games played (default steps)")
+    _add_pretrained_option(report, shipped)
+    _add_x_option(report)
     report.add_argument("--out", type=Path, default=None,
                         help=f"the .html to write (default RUN_DIR/{REPORT_FILE}; needed "
                              f"for several runs)")
 
 
-def _add_pretrained_option(parser: argparse.ArgumentParser) -> None:
+def _add_x_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--x", choices=("steps", "games"), default="steps",
+                        help="x axis of the figures: agent steps or games played (default steps)")
+
+
+def _add_pretrained_option(parser: argparse.ArgumentParser, shipped: list[str]) -> None:
     parser.add_argument("--pretrained", metavar="NAME", default=None,
-                        help=f"an agent shipped in pretrained/ ({', '.join(shipped_agents())}) "
+                        help=f"an agent shipped in pretrained/ ({', '.join(shipped)}) "
                              "instead of a run; "
                              f"what is written goes to {PRETRAINED_OUTPUT}-NAME/")
 

@@ -190,20 +190,18 @@ def figure_specs() -> list[tuple[FigureSpec, ...]]:
 
 
 def figure_title(group: Sequence[FigureSpec], drawn: Sequence[Panel]) -> str:
-    """The title of the spec whose panels are the ones drawn, else of the smallest one that
-    holds them all, else (runs of several algorithms overlaid) the drawn specs' titles joined.
+    """The title of the smallest spec that holds every drawn panel (the one whose panels are
+    exactly those drawn, where there is one), else (runs of several algorithms overlaid) the
+    drawn specs' titles joined.
 
     A DQN run's losses must not be titled after A2C's critic, nor an A2C run's learning rate
     after PPO's clip range, just because that algorithm was registered first.
     """
     shown = set(drawn)
-    exact = [spec for spec in group if set(spec.panels) == shown]
-    if exact:
-        return exact[0].title
-    covering = sorted((spec for spec in group if shown <= set(spec.panels)),
-                      key=lambda spec: len(spec.panels))
-    if covering:
-        return covering[0].title
+    covering = min((spec for spec in group if shown <= set(spec.panels)),
+                   key=lambda spec: len(spec.panels), default=None)
+    if covering is not None:
+        return covering.title
     titles = [spec.title for spec in group if shown & set(spec.panels)]
     return " | ".join(dict.fromkeys(titles))
 
