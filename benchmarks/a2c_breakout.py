@@ -22,7 +22,7 @@ import atari_rl  # noqa: F401  # isort: skip  (first: its GOMP_SPINCOUNT must co
 import argparse
 import json
 
-from common import learn_and_evaluate, ours_steps_per_s
+from common import add_learning_options, learning, ours_steps_per_s
 from sb3_peer import both_ways
 
 from atari_rl.a2c import A2CConfig
@@ -36,9 +36,7 @@ def main() -> None:
     parser.add_argument("--n-steps", type=int, default=5)
     parser.add_argument("--steps", type=int, default=160_000, help="ours, timed after warm-up")
     parser.add_argument("--sb3-steps", type=int, default=30_000)
-    parser.add_argument("--learning", action="store_true")
-    parser.add_argument("--learning-steps", type=int, default=2_000_000)
-    parser.add_argument("--games", type=int, default=30)
+    add_learning_options(parser, "a2c", 2_000_000)
     args = parser.parse_args()
 
     config = A2CConfig(num_envs=args.num_envs, n_steps=args.n_steps, steps=args.steps,
@@ -53,7 +51,7 @@ def main() -> None:
               "sb3_with_our_settings_steps_per_s": round(tuned),
               "ours_vs_sb3_with_our_settings": round(ours / tuned, 2)}
     if args.learning:
-        result.update(learn_and_evaluate("a2c", args.learning_steps, args.games))
+        result.update(learning(args))
     print(json.dumps(result))
 
 

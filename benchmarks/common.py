@@ -19,6 +19,34 @@ from typing import Any
 from atari_rl.run_files import CHECKPOINT_DIR, EVALUATION_FILE, FINAL_POLICY, METRICS_FILE
 
 
+def add_learning_options(parser: Any, preset: str, steps: int) -> None:
+    """--learning and the options of its run, the same in every benchmark that trains."""
+    group = parser.add_argument_group("learning (--learning)")
+    group.add_argument("--learning", action="store_true",
+                       help="train a preset, then score whole evaluation games")
+    group.add_argument("--learning-preset", default=preset, help="the preset --learning trains")
+    group.add_argument("--learning-steps", type=int, default=steps,
+                       help="agent steps of the learning run (its schedules' length)")
+    group.add_argument("--time-limit", type=float, default=None,
+                       help="seconds of training; then SIGTERM, and its checkpoint is scored")
+    group.add_argument("--train-option", action="append", default=[],
+                       help="an extra `atari-rl train` option, e.g. --train-option=--num-envs=16")
+    group.add_argument("--eval-option", action="append", default=[],
+                       help="an extra `atari-rl evaluate` option, e.g. "
+                            "--eval-option=--num-envs=32")
+    group.add_argument("--games", type=int, default=30, help="evaluation games")
+    group.add_argument("--run-dir", type=Path, default=None, help="of the learning run")
+
+
+def learning(args: Any) -> dict[str, Any]:
+    """The learning run that `add_learning_options`' options describe, and its scores."""
+    options = tuple(args.train_option)  # --num-envs=16 form: argparse takes it as is
+    return {"learning_preset": args.learning_preset, "train_options": list(options),
+            **learn_and_evaluate(args.learning_preset, args.learning_steps, args.games,
+                                 options=options, time_limit_s=args.time_limit,
+                                 run_dir=args.run_dir, eval_options=tuple(args.eval_option))}
+
+
 def learn_and_evaluate(preset: str, steps: int, games: int, options: tuple[str, ...] = (),
                        time_limit_s: float | None = None, run_dir: Path | None = None,
                        eval_options: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import argparse
 import json
 from typing import Any
 
-from common import learn_and_evaluate, ours_steps_per_s
+from common import add_learning_options, learning, ours_steps_per_s
 from sb3_peer import both_ways
 
 from atari_rl.dqn import DQNConfig
@@ -94,19 +94,14 @@ def main() -> None:
                         help="torch threads of both sides: 1 when another job holds a core")
     parser.add_argument("--skip-sb3", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
-    parser.add_argument("--learning", action="store_true")
-    parser.add_argument("--learning-preset", default="dqn-fast",
-                        help="the preset --learning trains, e.g. dqn-sample-efficient")
-    parser.add_argument("--learning-steps", type=int, default=1_000_000)
-    parser.add_argument("--games", type=int, default=30)
+    add_learning_options(parser, "dqn-fast", 1_000_000)
     args = parser.parse_args()
 
     result: dict[str, Any] = {"benchmark": "dqn_breakout", "threads": args.threads}
     if not args.skip_throughput:
         result.update(throughput(args))
     if args.learning:
-        result.update(learn_and_evaluate(args.learning_preset, args.learning_steps, args.games),
-                      learning_preset=args.learning_preset, eval_target=15)
+        result.update(learning(args), eval_target=15)
     print(json.dumps(result))
 
 

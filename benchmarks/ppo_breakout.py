@@ -15,7 +15,7 @@ checkpoint on SIGTERM) and scores that checkpoint: for a lent GPU machine's shor
     python benchmarks/ppo_breakout.py                   # throughput, ~5 minutes
     python benchmarks/ppo_breakout.py --skip-throughput --learning --time-limit 420 \\
         --train-option=--num-envs=64 --eval-option=--num-envs=50   # on a GPU machine
-    bash benchmarks/device_ppo.sh     # the same, with the options of the H100 run (README)
+    bash benchmarks/device_learning.sh     # the same, with the options of the H100 run (README)
 
 The last line of output is one JSON object.
 """
@@ -28,10 +28,9 @@ import argparse
 import dataclasses
 import json
 import os
-from pathlib import Path
 
 import torch
-from common import learn_and_evaluate, ours_steps_per_s
+from common import add_learning_options, learning, ours_steps_per_s
 from sb3_peer import both_ways
 
 from atari_rl.ppo import PPOConfig
@@ -43,16 +42,7 @@ def main() -> None:
     parser.add_argument("--sb3-steps", type=int, default=10_240)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-throughput", action="store_true")
-    parser.add_argument("--learning", action="store_true")
-    parser.add_argument("--learning-steps", type=int, default=3_000_000)
-    parser.add_argument("--time-limit", type=float, default=None, help="seconds of training")
-    parser.add_argument("--train-option", action="append", default=[],
-                        help="an extra `atari-rl train` option, e.g. --train-option=--num-envs=16")
-    parser.add_argument("--eval-option", action="append", default=[],
-                        help="an extra `atari-rl evaluate` option, e.g. "
-                             "--eval-option=--num-envs=32")
-    parser.add_argument("--games", type=int, default=30)
-    parser.add_argument("--run-dir", type=Path, default=None, help="of the learning run")
+    add_learning_options(parser, "ppo", 3_000_000)
     args = parser.parse_args()
 
     result: dict[str, object] = {"benchmark": "ppo_breakout",
@@ -69,11 +59,7 @@ def main() -> None:
                       sb3_with_our_settings_steps_per_s=round(tuned),
                       ours_vs_sb3_with_our_settings=round(ours / tuned, 2))
     if args.learning:
-        options = tuple(args.train_option)  # --num-envs=16 form: argparse takes it as is
-        result.update(train_options=list(options), **learn_and_evaluate(
-            "ppo", args.learning_steps, args.games, options=options,
-            time_limit_s=args.time_limit, run_dir=args.run_dir,
-            eval_options=tuple(args.eval_option)))
+        result.update(learning(args))
     print(json.dumps(result))
 
 
