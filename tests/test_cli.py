@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -79,8 +80,20 @@ def test_every_option_of_every_command_says_what_it_does():
     silent = [f"{name} {option.option_strings[0]}"
               for name, command in commands[0].choices.items()
               for option in command._actions
-              if option.option_strings and not option.help]
-    assert silent == []
+              if option.option_strings
+              and not re.sub(r"\(default[^)]*\)", "", option.help or "").strip()]
+    assert silent == []  # a default alone does not say what an option does
+
+
+def test_train_groups_each_option_under_the_algorithms_that_have_it():
+    train = next(action for action in build_parser()._actions
+                 if action.dest == "command").choices["train"]
+    group_of = {action.option_strings[0]: group.title for group in train._action_groups
+                for action in group._group_actions if action.option_strings}
+    assert group_of["--gamma"] == "options of every algorithm"  # each config has its own
+    assert group_of["--entropy-coef"] == "options of a2c and ppo"
+    assert group_of["--buffer-size"] == "dqn options"
+    assert group_of["--gae-lambda"] == "ppo options"
 
 
 @pytest.mark.parametrize("command", ["evaluate", "record", "report"])

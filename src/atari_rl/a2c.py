@@ -39,7 +39,7 @@ class A2CConfig(RunConfig):
     n_steps: int | str = 5  # N-step returns: a positive integer, or "episode" (Monte Carlo)
     max_rollout_steps: int = 2_000  # bounds memory when n_steps is "episode"
     gamma: float = 0.99  # discount factor
-    learning_rate: float = 7e-4
+    learning_rate: float = 7e-4  # the optimizer's step size at the start of the run
     lr_schedule: str = "linear"  # linear decay to 0 over the run (as OpenAI baselines), or constant
     optimizer: str = "rmsprop"  # rmsprop as in A3C, or adam
     rmsprop_alpha: float = 0.99  # RMSprop's smoothing constant

@@ -70,24 +70,36 @@ def _option_type(field: dataclasses.Field) -> dict[str, Any]:
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per config field: the common ones, then each algorithm's own. The help
-    is the field's comment in its dataclass, and its default."""
+    """One option per config field, grouped by the algorithms that have it: every
+    algorithm's first, then those of several (--gamma), then each one's own. The help is
+    the field's comment in its dataclass, and its default."""
     from atari_rl.algorithms import algorithms
 
-    seen = {"algo", "preset"}  # chosen by --algo and --preset themselves
-    groups = [("options of every algorithm", cfg.RunConfig)]
-    groups += [(f"{name} options", a.config) for name, a in algorithms().items()]
-    for title, config_class in groups:
+    owners: dict[str, list[str]] = {}  # field name: the algorithms whose config has it
+    fields: dict[str, dataclasses.Field] = {}  # the first owner's (its type parses the option)
+    meanings: dict[str, str] = {}  # the first comment found
+    for name, algorithm in algorithms().items():
+        comments = field_comments(algorithm.config)
+        for field in dataclasses.fields(algorithm.config):
+            owners.setdefault(field.name, []).append(name)
+            fields.setdefault(field.name, field)
+            meanings[field.name] = meanings.get(field.name) or comments.get(field.name, "")
+    everyone = list(algorithms())
+    groups: dict[str, list[str]] = {}
+    for name in sorted(owners, key=lambda n: (owners[n] != everyone, len(owners[n]) == 1)):
+        if name in ("algo", "preset"):  # chosen by --algo and --preset themselves
+            continue
+        who = owners[name]
+        title = ("options of every algorithm" if who == everyone else f"{who[0]} options"
+                 if len(who) == 1 else f"options of {', '.join(who[:-1])} and {who[-1]}")
+        groups.setdefault(title, []).append(name)
+    for title, names in groups.items():
         group = parser.add_argument_group(title)
-        comments = field_comments(config_class)
-        for field in dataclasses.fields(config_class):
-            if field.name in seen:
-                continue
-            seen.add(field.name)
-            meaning = comments.get(field.name, "")
-            group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                               default=None, help=(f"{meaning} " if meaning else "")
-                               + f"({_default_help(field.name)})", **_option_type(field))
+        for name in names:
+            meaning = meanings[name]
+            group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
+                               help=(f"{meaning} " if meaning else "")
+                               + f"({_default_help(name)})", **_option_type(fields[name]))
 
 
 def field_comments(config_class: type) -> dict[str, str]:

@@ -22,17 +22,17 @@ class RunConfig:
 
     algo: str = ""
     preset: str = ""  # the named settings the run started from (`atari-rl presets`), if any
-    game: str = "breakout"
+    game: str = "breakout"  # the ALE game, e.g. breakout or pong (its ROM ships with ale-py)
     steps: int = 10_000_000  # agent steps (one action in every env counts num_envs)
-    seed: int = 0
-    num_envs: int = 16
+    seed: int = 0  # seeds the emulators, the network's weights and every random draw
+    num_envs: int = 16  # games played at once, one batched step for all of them
     env_threads: int = 0  # emulator threads; 0: one per core that is free at the start
     torch_threads: int = 0  # learner threads; 0: one per free core, counted every 5 s
     device: str = "auto"  # auto: CUDA when present, else the CPU
-    noop_max: int = 30
-    life_loss_ends_episode: bool = True
-    fire_after_life_loss: bool = True
-    repeat_first_frame: bool = True
+    noop_max: int = 30  # each game starts after up to this many random no-op frames
+    life_loss_ends_episode: bool = True  # a lost life ends the learner's episode (not the game)
+    fire_after_life_loss: bool = True  # press FIRE after a reset or a lost life, as Breakout needs
+    repeat_first_frame: bool = True  # an episode's first stack repeats its first frame, not zeros
     sticky_action_prob: float = 0.0  # the chance that the emulator repeats the last action
     log_every: int = 10_000  # agent steps between rows of metrics.csv
     checkpoint_every: int = 500_000  # agent steps between checkpoints

@@ -77,18 +77,18 @@ class DQNConfig(RunConfig):
     buffer_size: int = 1_000_000  # transitions over all envs; checked against free memory
     replay_codec: str = "zstd"  # frame compression in the replay memory: zstd, lz4 or zlib
     learning_starts: int = 20_000  # agent steps of random play before the first update
-    batch_size: int = 64
+    batch_size: int = 64  # transitions in each update's replay batch
     train_freq: int = 8  # agent steps per update
     target_update: int = 8_000  # agent steps between copies of the online network
     n_steps: int = 3  # n-step returns
-    gamma: float = 0.99
+    gamma: float = 0.99  # discount factor
     learning_rate: float = 1e-4  # Adam
-    optimizer_eps: float = 1.5e-4
-    max_grad_norm: float = 10.0
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.01
+    optimizer_eps: float = 1.5e-4  # Adam's epsilon (Rainbow's 1.5e-4; PyTorch's default is 1e-8)
+    max_grad_norm: float = 10.0  # gradients are clipped to this L2 norm
+    epsilon_start: float = 1.0  # exploration: the chance of a random action at the start
+    epsilon_end: float = 0.01  # the chance of a random action from epsilon_steps on
     epsilon_steps: int = 250_000  # agent steps of the linear decay
-    dueling: bool = False
+    dueling: bool = False  # dueling heads: Q = V + A - mean(A) (Wang et al. 2016)
     compile: bool = True  # torch.compile the network (warm-up about 40 s on this CPU)
     compile_step: bool = False  # torch.compile the gradient clipping and Adam's step too
     prefetch: bool = False  # sample the next batch in a background thread while this update runs
