@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from atari_rl.run_files import METRICS_FILE
+
 SETTINGS = {
     "auto": [],
     "per-core": ["--torch-threads", str(os.cpu_count()), "--env-threads", str(os.cpu_count())],
@@ -44,7 +46,7 @@ def train(run_dir: Path, steps: int, threads: list[str]) -> subprocess.Popen:
 
 
 def steps_per_s(run_dir: Path, warmup: int) -> float:
-    with (run_dir / "metrics.csv").open() as handle:
+    with (run_dir / METRICS_FILE).open() as handle:
         rows = [(int(r["step"]), float(r["steps_per_s"])) for r in csv.DictReader(handle)]
     rates = [rate for (previous, _), (_, rate) in zip(rows, rows[1:], strict=False)
              if previous >= warmup]

@@ -66,6 +66,7 @@ def test_several_runs_get_a_comparison_table(tmp_path, reported_run, tiny_dqn_ru
     assert "<h2>Comparison</h2>" in page
     assert "a2c-run (algo=a2c" in page and "dqn-run (algo=dqn" in page
     assert "Not evaluated yet" in page  # the DQN run has no evaluation.json
+    assert "Double DQN on breakout" in page and "A2C on breakout" in page  # registry titles
 
 
 @pytest.mark.parametrize(("setup", "extra", "complaint"), [

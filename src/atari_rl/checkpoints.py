@@ -186,17 +186,20 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, prefix: str,
                     optimizer.state[param][key] = torch.empty_like(param).copy_(value)
 
 
+NETWORK_PREFIX = "network"  # the learning network's tensors in a checkpoint (a target's differ)
+
+
 def learner_state(network: torch.nn.Module, optimizer: torch.optim.Optimizer
                   ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """What every agent saves: its network's weights and its optimizer's moments."""
     optimizer_tensors, optimizer_meta = optimizer_state(optimizer, "optimizer")
-    return ({**with_prefix("network", network.state_dict()), **optimizer_tensors},
+    return ({**with_prefix(NETWORK_PREFIX, network.state_dict()), **optimizer_tensors},
             {"optimizer": optimizer_meta})
 
 
 def load_learner_state(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                        tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    network.load_state_dict(without_prefix("network", tensors))
+    network.load_state_dict(without_prefix(NETWORK_PREFIX, tensors))
     load_optimizer_state(optimizer, "optimizer", tensors, meta["optimizer"])
 
 

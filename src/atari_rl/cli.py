@@ -23,10 +23,12 @@ from atari_rl.run_files import (
     EVENTS_FILE,
     FIGURES_DIR,
     GAMES_FILE,
+    GIF_SUFFIX,
     METRICS_FILE,
     RANDOM_EVALUATION_FILE,
     REPORT_FILE,
     VIDEO_FILE,
+    VIDEO_INFO_SUFFIX,
     shipped_agents,
 )
 
@@ -537,11 +539,11 @@ def cmd_record(args: argparse.Namespace) -> int:
     policy = _usage(load_policy, args.target)
     policy.epsilon = args.epsilon
     video = args.out or _beside(args.target, VIDEO_FILE)
-    gif = video.with_suffix(".gif") if args.gif else None
+    gif = video.with_suffix(GIF_SUFFIX) if args.gif else None
     print(f"recording {settings.protocol.games} game(s) of {policy.game} into {video}",
           file=sys.stderr)
     info = record(policy, policy.game, video, settings, gif)
-    write_json(video.with_suffix(".json"), {"source": _source(args), **info})
+    write_json(video.with_suffix(VIDEO_INFO_SUFFIX), {"source": _source(args), **info})
     scores = ", ".join(f"{g['score']:g}" for g in info["games"])
     print(f"{video}: {info['frames']:,} frames at {info['fps']} fps, one per emulator frame; "
           f"scores {scores}" + (f"; {gif}: {info['gif_frames']:,} frames at "

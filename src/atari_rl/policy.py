@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from atari_rl.algorithms import PROBABILITIES, algorithms
-from atari_rl.checkpoints import is_run_dir, read_json, save_tensors
+from atari_rl.checkpoints import NETWORK_PREFIX, is_run_dir, read_json, save_tensors
 from atari_rl.envs import game_id
 from atari_rl.networks import FIRST_CONV
 from atari_rl.run_files import (
@@ -34,7 +34,9 @@ from atari_rl.run_files import (
 )
 
 EVAL_EPSILON = 0.01  # the Nature DQN evaluation protocol's epsilon
-_PREFERRED_PREFIXES = ("", "online.", "network.", "_orig_mod.")  # online: DQN's, not its target
+# A policy file's names, a checkpoint's learning network (not a target network), and a
+# network saved while torch.compile wrapped it.
+_PREFERRED_PREFIXES = ("", f"{NETWORK_PREFIX}.", "_orig_mod.")
 
 
 class PolicyError(ValueError):

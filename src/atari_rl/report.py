@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from atari_rl.algorithms import algorithms
 from atari_rl.checkpoints import atomic_write, read_json
 from atari_rl.plots import RunData, label_runs, load_run, render_figures
 from atari_rl.run_files import (
@@ -113,7 +114,9 @@ def _run_section(run: RunData, with_figures: bool, x: str) -> str:
 def _summary(run: RunData) -> str:
     config, metrics, games = run.config, run.metrics, run.games
     trained = int(metrics["step"][-1]) if "step" in metrics and len(metrics["step"]) else 0
-    text = (f"{config.get('algo', '?').upper()} on {config.get('game')}: "
+    algorithm = algorithms().get(config.get("algo", ""))
+    name = algorithm.title if algorithm else config.get("algo", "?").upper()
+    text = (f"{name} on {config.get('game')}: "
             f"{trained:,} of {config.get('steps', 0):,} agent steps logged")
     if games:
         text += (f", {len(games['score']):,} games; last 100 games' mean "

@@ -50,8 +50,10 @@ BEST_FILE = "best.json"  # in checkpoints/: the best checkpoint's name and rolli
 EVALUATION_FILE = "evaluation.json"  # `evaluate`: scores of whole games and their protocol
 RANDOM_EVALUATION_FILE = "evaluation-random.json"  # `evaluate --policy random`: the baseline
 VIDEO_FILE = "video.mp4"  # `record`: whole games with the agent's action values beside
-VIDEO_INFO_FILE = "video.json"  # `record`, beside the video: frames, scores, settings
-GIF_FILE = "video.gif"  # `record --gif`, beside the video: one frame per agent step
+VIDEO_INFO_SUFFIX = ".json"  # `record`, beside the video and named after it: frames, scores
+GIF_SUFFIX = ".gif"  # `record --gif`, beside the video and named after it: one frame a step
+VIDEO_INFO_FILE = Path(VIDEO_FILE).with_suffix(VIDEO_INFO_SUFFIX).name
+GIF_FILE = Path(VIDEO_FILE).with_suffix(GIF_SUFFIX).name
 FIGURES_DIR = "figures"  # `plot`: one PNG per figure
 REPORT_FILE = "report.html"  # `report`: one self-contained page about the run
 
