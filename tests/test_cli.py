@@ -137,3 +137,18 @@ def test_importing_the_package_shortens_openmps_spinning_unless_the_user_set_it(
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == expected
+
+
+@pytest.mark.parametrize(("value", "annotation", "accepted"), [
+    (0.5, "float", True), (1, "float", True), ("lots", "float", False), (True, "float", False),
+    (None, "float", False), (None, "float | None", True), (0.5, "float | None", True),
+    ("lots", "float | None", False), ("episode", "int | str", True), (2.5, "int", False),
+])
+def test_overrides_are_checked_against_the_fields_type(value, annotation, accepted):
+    from atari_rl.config import _check_type
+
+    if accepted:
+        _check_type("some_field", value, annotation)
+    else:
+        with pytest.raises(ValueError, match="--some-field must be"):
+            _check_type("some_field", value, annotation)

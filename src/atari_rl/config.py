@@ -114,8 +114,10 @@ _TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "st
 
 
 def _check_type(name: str, value: Any, annotation: str) -> None:
-    """An override from a study's TOML can be of any type; the command line's are parsed."""
-    allowed = _TYPES.get(annotation, (object,))
+    """An override from a study's TOML can be of any type; the command line's are parsed.
+    An optional field (`float | None`) takes its type's values or None."""
+    base = annotation.removesuffix(" | None")
+    allowed = _TYPES.get(base, (object,)) + ((type(None),) if base != annotation else ())
     if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
         raise ValueError(f"--{name.replace('_', '-')} must be {annotation.replace(' | ', ' or ')}"
                          f", not {value!r}")
