@@ -99,9 +99,18 @@ def _strings(value: object) -> list[str]:
 
 
 def test_shipped_files_hold_no_absolute_path_of_the_machine_they_were_made_on():
-    for path in sorted(PRETRAINED_ROOT.glob("*/*.json")):
+    """Nor do the results in the repository: JSON strings that start with '/', and any
+    text file that names a machine's folder."""
+    results = PRETRAINED_ROOT.parent / "results"
+    for path in sorted(PRETRAINED_ROOT.rglob("*.json")) + sorted(results.rglob("*.json")):
         absolute = [s for s in _strings(json.loads(path.read_text())) if s.startswith("/")]
         assert absolute == [], path
+    texts = [p for root in (PRETRAINED_ROOT, results) for p in sorted(root.rglob("*"))
+             if p.suffix in (".json", ".csv", ".md", ".txt", ".toml")]
+    assert len(texts) > 10
+    for path in texts:
+        text = path.read_text()
+        assert not any(folder in text for folder in ("/work/", "/tmp/", "/root/", "/home/")), path
 
 
 def test_evaluate_records_what_it_played_without_an_absolute_path(tmp_path, monkeypatch):
