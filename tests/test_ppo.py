@@ -13,7 +13,7 @@ import torch
 
 from atari_rl import algorithms as registry
 from atari_rl.algorithms import MODULES, PROBABILITIES, Algorithm, CliffSignals, algorithms
-from atari_rl.checkpoints import save_tensors
+from atari_rl.checkpoints import NETWORK_PREFIX, save_tensors, with_prefix, without_prefix
 from atari_rl.cli import main
 from atari_rl.config import Preset, RunConfig
 from atari_rl.networks import ActorCritic, actor_critic_from
@@ -225,11 +225,11 @@ class CoinAgent:
         return {"heads": float(self._rng.random() < self.config.coin_bias)}
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
-        return ({f"network.{k}": v for k, v in self.network.state_dict().items()},
+        return (with_prefix(NETWORK_PREFIX, self.network.state_dict()),
                 {"rng": self._rng.bit_generator.state})
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, object]) -> None:
-        self.network.load_state_dict({k[len("network."):]: v for k, v in tensors.items()})
+        self.network.load_state_dict(without_prefix(NETWORK_PREFIX, tensors))
         self._rng.bit_generator.state = meta["rng"]
 
 

@@ -91,10 +91,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     for name in sorted(owners, key=lambda n: (owners[n] != everyone, len(owners[n]) == 1)):
         if name in ("algo", "preset"):  # chosen by --algo and --preset themselves
             continue
-        who = owners[name]
-        title = ("options of every algorithm" if who == everyone else f"{who[0]} options"
-                 if len(who) == 1 else f"options of {', '.join(who[:-1])} and {who[-1]}")
-        groups.setdefault(title, []).append(name)
+        groups.setdefault(_group_title(owners[name], everyone), []).append(name)
     for title, names in groups.items():
         group = parser.add_argument_group(title)
         for name in names:
@@ -102,6 +99,14 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
                                help=(f"{meaning} " if meaning else "")
                                + f"({_default_help(name)})", **_option_type(fields[name]))
+
+
+def _group_title(owners: list[str], everyone: list[str]) -> str:
+    if owners == everyone:
+        return "options of every algorithm"
+    if len(owners) == 1:
+        return f"{owners[0]} options"
+    return f"options of {', '.join(owners[:-1])} and {owners[-1]}"
 
 
 def field_comments(config_class: type) -> dict[str, str]:
