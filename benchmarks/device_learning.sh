@@ -14,26 +14,36 @@
 # benchmark's JSON, the run's config, metrics and games, the evaluation, the network's
 # weights, and the GPU's utilization every 10 s.
 #
-#     TIME_LIMIT=420 GAMES=100 bash benchmarks/device_learning.sh          # PPO (README)
-#     BENCHMARK=dqn_breakout PRESET=dqn-sample-efficient STEPS=3000000 \
-#         TRAIN_OPTIONS="$DQN_OPTIONS" TIME_LIMIT=360 GAMES=100 bash benchmarks/device_learning.sh
+#     TIME_LIMIT=420 GAMES=100 bash benchmarks/device_learning.sh      # PPO (README)
+#     BENCHMARK=dqn_breakout TIME_LIMIT=380 GAMES=100 bash benchmarks/device_learning.sh
 #
-# with DQN_OPTIONS as in the README's GPU row. Locally, on the CPU, as a check of the script:
+# PRESET, STEPS and TRAIN_OPTIONS change the runs below. Locally, on the CPU, as a check:
 #     OUT=/tmp/out TIME_LIMIT=30 GAMES=2 TRAIN_OPTIONS="--num-envs=8 --no-compile" \
 #         PYTHON=.venv/bin/python bash benchmarks/device_learning.sh
 set -euo pipefail
 OUT=${OUT:-runs/device-out}
 PYTHON=${PYTHON:-python3}
 BENCHMARK=${BENCHMARK:-ppo_breakout}
-PRESET=${PRESET:-ppo}
-STEPS=${STEPS:-10000000}
+case "$BENCHMARK" in
+    # PPO: 64 envs keep 14 emulator threads busy and the GPU's acting batched; 16
+    # minibatches keep them at 512 samples, one gradient step per 128 agent steps (the
+    # preset's: one per 64). Not compiled: on a GPU the network's kernels are cuDNN's
+    # anyway, and compiling would spend a minute of the budget.
+    ppo_breakout) preset=ppo steps=10000000 options="--num-envs=64 --minibatches=16 \
+--env-threads=14 --torch-threads=2 --no-compile --checkpoint-every=1000000" ;;
+    # Double DQN: the H100 run of the README (64 envs, the next batch gathered in a thread).
+    dqn_breakout) preset=dqn-sample-efficient steps=3000000 options="--num-envs=64 \
+--env-threads=12 --torch-threads=2 --no-compile --prefetch --checkpoint-every=10000000" ;;
+    *) preset="" steps="" options="" ;;
+esac
+PRESET=${PRESET:-$preset}
+STEPS=${STEPS:-$steps}
+TRAIN_OPTIONS=${TRAIN_OPTIONS:-$options}
+if [[ -z "$PRESET" || -z "$STEPS" ]]; then
+    echo "device_learning.sh: BENCHMARK=$BENCHMARK needs PRESET and STEPS" >&2
+    exit 2
+fi
 RUN=${RUN:-runs/$PRESET-gpu}
-# PPO's defaults: 64 envs keep 14 emulator threads busy and the GPU's acting batched; 16
-# minibatches keep them at 512 samples, one gradient step per 128 agent steps (the preset's:
-# one per 64). Not compiled: on a GPU the network's kernels are cuDNN's anyway, and
-# compiling would spend a minute of the budget.
-TRAIN_OPTIONS=${TRAIN_OPTIONS:-"--num-envs=64 --minibatches=16 --env-threads=14 \
---torch-threads=2 --no-compile --checkpoint-every=1000000"}
 mkdir -p "$OUT"
 : >"$OUT/log.txt"  # eight files at most come back: the profile's output goes in the log too
 export PYTHONPATH="$PWD/src"
@@ -47,11 +57,13 @@ if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 \
         >"$OUT/gpu.csv" &
+    trap 'kill %1 2>/dev/null || true' EXIT  # also when a step below fails
 fi
 "$PYTHON" -c "import torch, ale_py, os; print('torch', torch.__version__, 'cuda',
 torch.cuda.is_available(), 'ale-py', ale_py.__version__, 'cores', os.cpu_count())"
-if [[ -n "${PROFILE:-}" ]]; then
-    eval "$PYTHON benchmarks/$PROFILE" 2>&1 | tee -a "$OUT/log.txt"
+if [[ -n "${PROFILE:-}" ]]; then  # a benchmark script and its options, split on spaces
+    read -ra profile <<<"$PROFILE"
+    "$PYTHON" "benchmarks/${profile[0]}" "${profile[@]:1}" 2>&1 | tee -a "$OUT/log.txt"
 fi
 
 train_options=()
@@ -61,6 +73,7 @@ rm -rf "$RUN"
     --learning-steps "$STEPS" --time-limit "${TIME_LIMIT:-420}" --games "${GAMES:-100}" \
     --run-dir "$RUN" --eval-option=--num-envs=50 "${train_options[@]}" 2>&1 | tee -a "$OUT/log.txt"
 tail -n 1 "$OUT/log.txt" >"$OUT/result.json"
+cp "$RUN"/config.json "$RUN"/metrics.csv "$RUN"/games.csv "$RUN"/evaluation.json "$OUT"/
 
 # The network's weights from the last checkpoint, without the optimizer's moments or the
 # replay memory (a checkpoint is 20 MB and more, over what comes back from that machine),
@@ -76,5 +89,3 @@ checkpoint, out = latest_checkpoint(Path(sys.argv[1])), Path(sys.argv[2])
 load_policy(checkpoint).save(out)
 print("policy of", checkpoint.name, "->", out)
 PY
-cp "$RUN"/config.json "$RUN"/metrics.csv "$RUN"/games.csv "$RUN"/evaluation.json "$OUT"/
-kill %1 2>/dev/null || true

@@ -62,7 +62,9 @@ def test_train_help_gives_each_algorithm_its_own_default(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert ('--n-steps N|WORD N-step returns: a positive integer, or "episode" (Monte Carlo) '
+    # a field that means different things to different algorithms says so for each
+    assert ('--n-steps N|WORD a2c: N-step returns: a positive integer, or "episode" (Monte '
+            "Carlo); dqn: n-step returns; ppo: steps of every env per rollout "
             "(default 5 for a2c, 3 for dqn, 128 for ppo)") in help_text
     assert "--gamma GAMMA discount factor (default 0.99)" in help_text
     # the meaning is the field's comment in its dataclass
@@ -94,6 +96,10 @@ def test_train_groups_each_option_under_the_algorithms_that_have_it():
     assert group_of["--entropy-coef"] == "options of a2c and ppo"
     assert group_of["--buffer-size"] == "dqn options"
     assert group_of["--gae-lambda"] == "ppo options"
+    help_of = {action.option_strings[0]: action.help for action in train._actions
+               if action.option_strings}
+    # RunConfig's meaning, not an algorithm's note on its own default
+    assert help_of["--sticky-action-prob"].startswith("the chance that the emulator repeats")
 
 
 @pytest.mark.parametrize("command", ["evaluate", "record", "report"])

@@ -180,9 +180,9 @@ def test_no_module_but_an_algorithms_own_names_an_algorithm():
             imported: list[str] = []
             if isinstance(node, ast.Import):  # import atari_rl.ppo
                 imported = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):  # from atari_rl(.ppo) import ...
-                imported = [node.module or "", *(f"{node.module}.{alias.name}"
-                                                 for alias in node.names)]
+            elif isinstance(node, ast.ImportFrom):  # from atari_rl(.ppo) import ..., from . import
+                module = ".".join(filter(None, ["atari_rl" if node.level else "", node.module]))
+                imported = [module, *(f"{module}.{alias.name}" for alias in node.names)]
             offenders += [f"{path.name}:{node.lineno} imports {module}"
                           for module in imported if module in MODULES]
     assert offenders == []

@@ -73,19 +73,26 @@ def _option_type(field: dataclasses.Field) -> dict[str, Any]:
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per config field, grouped by the algorithms that have it: every
-    algorithm's first, then those of several (--gamma), then each one's own. The help is
-    the field's comment in its dataclass, and its default."""
+    algorithm's first, then those of several (--entropy-coef), then each one's own. The
+    help is the field's comment in its dataclass (RunConfig's for the fields it declares;
+    each algorithm's where theirs differ, as --n-steps: returns for A2C and DQN, the
+    rollout for PPO), and its default."""
     from atari_rl.algorithms import algorithms
 
     owners: dict[str, list[str]] = {}  # field name: the algorithms whose config has it
-    fields: dict[str, dataclasses.Field] = {}  # the first owner's (its type parses the option)
-    meanings: dict[str, str] = {}  # the first comment found
+    # The first owner's field: its type parses the option (a2c's `int | str` --n-steps
+    # admits "episode"; the others' validate refuses it with one line).
+    fields: dict[str, dataclasses.Field] = {}
+    comments: dict[str, dict[str, str]] = {}  # field name: {algorithm: its comment}
     for name, algorithm in algorithms().items():
-        comments = field_comments(algorithm.config)
+        own = field_comments(algorithm.config)
         for field in dataclasses.fields(algorithm.config):
             owners.setdefault(field.name, []).append(name)
             fields.setdefault(field.name, field)
-            meanings[field.name] = meanings.get(field.name) or comments.get(field.name, "")
+            if own.get(field.name):
+                comments.setdefault(field.name, {})[name] = own[field.name]
+    meanings = {name: _meaning(by_algo) for name, by_algo in comments.items()}
+    meanings.update({name: text for name, text in field_comments(cfg.RunConfig).items() if text})
     everyone = list(algorithms())
     groups: dict[str, list[str]] = {}
     for name in sorted(owners, key=lambda n: (owners[n] != everyone, len(owners[n]) == 1)):
@@ -95,10 +102,17 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     for title, names in groups.items():
         group = parser.add_argument_group(title)
         for name in names:
-            meaning = meanings[name]
+            meaning = meanings.get(name, "")
             group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
                                help=(f"{meaning} " if meaning else "")
                                + f"({_default_help(name)})", **_option_type(fields[name]))
+
+
+def _meaning(by_algorithm: dict[str, str]) -> str:
+    """One comment where the algorithms agree, else each one's, named."""
+    if len(set(by_algorithm.values())) == 1:
+        return next(iter(by_algorithm.values()))
+    return "; ".join(f"{algo}: {text}" for algo, text in by_algorithm.items())
 
 
 def _group_title(owners: list[str], everyone: list[str]) -> str:

@@ -82,7 +82,7 @@ class DQNConfig(RunConfig):
     target_update: int = 8_000  # agent steps between copies of the online network
     n_steps: int = 3  # n-step returns
     gamma: float = 0.99  # discount factor
-    learning_rate: float = 1e-4  # Adam
+    learning_rate: float = 1e-4  # Adam's step size
     optimizer_eps: float = 1.5e-4  # Adam's epsilon (Rainbow's 1.5e-4; PyTorch's default is 1e-8)
     max_grad_norm: float = 10.0  # gradients are clipped to this L2 norm
     epsilon_start: float = 1.0  # exploration: the chance of a random action at the start

@@ -221,7 +221,7 @@ def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def _strip_prefix(tensors: dict[str, torch.Tensor], file: Path) -> dict[str, torch.Tensor]:
-    """The network's own names, for checkpoints that nest it (e.g. `online.torso.0.weight`)."""
+    """The network's own names, for checkpoints that nest it (`network.torso.0.weight`)."""
     prefixes = [name[: -len(FIRST_CONV)] for name in tensors if name.endswith(FIRST_CONV)]
     if not prefixes:
         raise PolicyError(f"{file} holds no Nature-CNN network (no tensor named {FIRST_CONV})")

@@ -54,7 +54,7 @@ class PPOConfig(RunConfig):
     minibatches: int = 4  # per pass; each holds num_envs * n_steps / minibatches steps
     gamma: float = 0.99  # discount factor
     gae_lambda: float = 0.95  # GAE's lambda: 0 is the one-step TD error, 1 the whole return
-    learning_rate: float = 2.5e-4  # Adam
+    learning_rate: float = 2.5e-4  # Adam's step size at the start of the run
     lr_schedule: str = "linear"  # linear decay to 0 over the run, or constant
     optimizer_eps: float = 1e-5  # Adam's epsilon
     clip_range: float = 0.1  # how far the probability ratio may move from 1
