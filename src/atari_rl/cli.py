@@ -79,40 +79,45 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     rollout for PPO), and its default."""
     from atari_rl.algorithms import algorithms
 
-    owners: dict[str, list[str]] = {}  # field name: the algorithms whose config has it
-    # The first owner's field: its type parses the option (a2c's `int | str` --n-steps
-    # admits "episode"; the others' validate refuses it with one line).
-    fields: dict[str, dataclasses.Field] = {}
+    # field name: {algorithm: its field}, in registration order. The first owner's field
+    # parses the option (a2c's `int | str` --n-steps admits "episode"; the others'
+    # validate refuses it with one line).
+    declared: dict[str, dict[str, dataclasses.Field]] = {}
     comments: dict[str, dict[str, str]] = {}  # field name: {algorithm: its comment}
     for name, algorithm in algorithms().items():
         own = field_comments(algorithm.config)
         for field in dataclasses.fields(algorithm.config):
-            owners.setdefault(field.name, []).append(name)
-            fields.setdefault(field.name, field)
+            declared.setdefault(field.name, {})[name] = field
             if own.get(field.name):
                 comments.setdefault(field.name, {})[name] = own[field.name]
-    meanings = {name: _meaning(by_algo) for name, by_algo in comments.items()}
+    meanings = {name: _per_algorithm(by_algo, "{algo}: {value}", "; ")
+                for name, by_algo in comments.items()}
     meanings.update({name: text for name, text in field_comments(cfg.RunConfig).items() if text})
     everyone = list(algorithms())
     groups: dict[str, list[str]] = {}
-    for name in sorted(owners, key=lambda n: (owners[n] != everyone, len(owners[n]) == 1)):
+    for name in sorted(declared, key=lambda n: (list(declared[n]) != everyone,
+                                                len(declared[n]) == 1)):
         if name in ("algo", "preset"):  # chosen by --algo and --preset themselves
             continue
-        groups.setdefault(_group_title(owners[name], everyone), []).append(name)
+        groups.setdefault(_group_title(list(declared[name]), everyone), []).append(name)
     for title, names in groups.items():
         group = parser.add_argument_group(title)
         for name in names:
             meaning = meanings.get(name, "")
+            defaults = {algo: field.default for algo, field in declared[name].items()}
+            default = _per_algorithm(defaults, "{value} for {algo}", ", ")
             group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
-                               help=(f"{meaning} " if meaning else "")
-                               + f"({_default_help(name)})", **_option_type(fields[name]))
+                               help=(f"{meaning} " if meaning else "") + f"(default {default})",
+                               **_option_type(next(iter(declared[name].values()))))
 
 
-def _meaning(by_algorithm: dict[str, str]) -> str:
-    """One comment where the algorithms agree, else each one's, named."""
-    if len(set(by_algorithm.values())) == 1:
-        return next(iter(by_algorithm.values()))
-    return "; ".join(f"{algo}: {text}" for algo, text in by_algorithm.items())
+def _per_algorithm(by_algorithm: dict[str, Any], each: str, separator: str) -> str:
+    """One value where the algorithms agree (--gamma's 0.99), else each one's, named
+    (--n-steps' 5 for a2c, 3 for dqn, 128 for ppo)."""
+    if len(set(map(str, by_algorithm.values()))) == 1:
+        return str(next(iter(by_algorithm.values())))
+    return separator.join(each.format(algo=algo, value=value)
+                          for algo, value in by_algorithm.items())
 
 
 def _group_title(owners: list[str], everyone: list[str]) -> str:
@@ -151,17 +156,6 @@ def field_comments(config_class: type) -> dict[str, str]:
             if last is not None:
                 comments[last] = field.group(2)
     return {name: text.replace("%", "%%") for name, text in comments.items()}
-
-
-def _default_help(name: str) -> str:
-    """The option's default, per algorithm where they differ (--n-steps: 5 for a2c, 3 for dqn)."""
-    from atari_rl.algorithms import algorithms
-
-    defaults = {algo: field.default for algo, a in algorithms().items()
-                for field in dataclasses.fields(a.config) if field.name == name}
-    if len(set(map(str, defaults.values()))) == 1:
-        return f"default {next(iter(defaults.values()))}"
-    return "default " + ", ".join(f"{value} for {algo}" for algo, value in defaults.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
