@@ -62,7 +62,7 @@ def _int_or_word(text: str) -> int | str:
 
 
 def _option_type(field: dataclasses.Field) -> dict[str, Any]:
-    kind = str(field.type).replace(" | None", "")
+    kind, _ = cfg.split_optional(str(field.type))
     if kind == "int | str":
         return {"type": _int_or_word, "metavar": "N|WORD"}
     parse = {"int": int, "float": float, "str": str, "bool": bool}[kind]

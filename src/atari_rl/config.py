@@ -113,11 +113,18 @@ _TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "st
                                        "bool": (bool,), "int | str": (int, str)}
 
 
+def split_optional(annotation: str) -> tuple[str, bool]:
+    """A field's annotation without its `| None`, and whether it had one (`float | None`):
+    what the command line parses and what an override is checked against."""
+    base = annotation.removesuffix(" | None")
+    return base, base != annotation
+
+
 def _check_type(name: str, value: Any, annotation: str) -> None:
     """An override from a study's TOML can be of any type; the command line's are parsed.
     An optional field (`float | None`) takes its type's values or None."""
-    base = annotation.removesuffix(" | None")
-    allowed = _TYPES.get(base, (object,)) + ((type(None),) if base != annotation else ())
+    base, optional = split_optional(annotation)
+    allowed = _TYPES.get(base, (object,)) + ((type(None),) if optional else ())
     if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
         raise ValueError(f"--{name.replace('_', '-')} must be {annotation.replace(' | ', ' or ')}"
                          f", not {value!r}")
