@@ -7,7 +7,9 @@ into what it calls, by timing (wall clock) each of these methods while the run g
 - `DQNAgent.act`: epsilon-greedy actions, the network's forward on num_envs stacks;
 - `ReplayMemory.observe`: compressing and storing the new frames;
 - `ReplayMemory.sample`: drawing a batch and decompressing its stacks;
-- `DQNAgent.update`: the loss's forwards and backward, clipping, Adam.
+- `DQNAgent._update`: the loss's forwards and backward, clipping, Adam. On a GPU it only
+  queues the last update of an env step; the wait for it falls outside the parts, when
+  the env step's statistics are copied to the host once (`dqn._stats`).
 Timing starts --warmup agent steps after learning starts (past torch.compile's warm-up).
 It also gives the learner's arithmetic rate: the network's FLOPs per sample (the online
 network's forward and backward on s, its forward on s', the target's on s') over the time of
@@ -45,7 +47,7 @@ PARTS = {
     "act": (DQNAgent, "act"),
     "memory_observe": (ReplayMemory, "observe"),
     "sample": (ReplayMemory, "sample"),
-    "update": (DQNAgent, "update"),
+    "update": (DQNAgent, "_update"),
 }
 def profile(config: DQNConfig, timed_from: int) -> dict[str, Any]:
     """Seconds per vector step in each part, between agent step `timed_from` and the end,

@@ -399,6 +399,27 @@ def test_stats_before_learning_starts_keep_the_columns_of_later_rows() -> None:
     assert stats is not None and set(stats) == set(early)
 
 
+def test_an_env_steps_updates_report_the_mean_of_each_updates_statistics(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """_learn keeps the statistics on the device and copies them once: the figures must be
+    those of update() called batch by batch on an identical agent."""
+    batches = [random_batch(16, seed) for seed in range(3)]
+    agents = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        agents.append(DQNAgent(tiny_config(), NUM_ACTIONS, torch.device("cpu")))
+    together, one_by_one = agents
+    queue = iter(batches)
+    monkeypatch.setattr(together, "next_batch", lambda beta=1.0: next(queue))
+    stats = together._learn(together.first_update_step, len(batches))
+    separate = [one_by_one.update(batch) for batch in batches]
+    assert stats is not None
+    for name in ("td_loss", "q_mean", "target_mean", "grad_norm"):
+        assert stats[name] == pytest.approx(np.mean([row[name] for row in separate]),
+                                            rel=1e-5), name
+    assert len({row["td_loss"] for row in separate}) == len(batches)  # three different steps
+
+
 def test_compiled_step_matches_the_eager_one_and_takes_a_new_lr_without_recompiling() -> None:
     # bf16 off (tiny_config): Adam's normalised steps would grow its rounding into
     # differences of ~lr.
@@ -437,8 +458,8 @@ def test_prefetched_batches_are_those_sampled_one_update_earlier() -> None:
     reference = replay_memory(config)  # a second memory, sampled the plain way
     reference.observe_reset(obs)
     learned: list[Batch] = []
-    update = agent.update
-    agent.update = lambda batch: (learned.append(batch), update(batch))[1]
+    update = agent._update  # what each of an env step's updates runs
+    agent._update = lambda batch: (learned.append(batch), update(batch))[1]
     expected: list[Batch] = []
     for agent_step in range(4, 120, 4):
         step = env.step(agent.act(obs, agent_step - 4))

@@ -61,6 +61,9 @@ from atari_rl.replay import Batch, Draw, ReplayMemory, check_capacity, check_fit
 # What `--reset-every` gives fresh weights: the dense layer of the torso and the heads.
 LAST_LAYERS = ("torso.7.", "advantage.", "value.")
 
+# What an update reports, in the order of DQNAgent._update's tensor.
+UPDATE_STATS = ("td_loss", "q_mean", "target_mean", "grad_norm")
+
 
 @dataclass
 class DQNConfig(RunConfig):
@@ -365,18 +368,16 @@ class DQNAgent:
     def _learn(self, agent_step: int, updates: int) -> dict[str, float] | None:
         config = self.config
         if agent_step < self.first_update_step:
-            return {"td_loss": math.nan, "q_mean": math.nan, "target_mean": math.nan,
-                    "grad_norm": math.nan, "epsilon": epsilon(config, agent_step),
+            return {**dict.fromkeys(UPDATE_STATS, math.nan),
+                    "epsilon": epsilon(config, agent_step),
                     "replay_size": float(len(self.memory))}
         if updates == 0:
             return None
         beta = priority_weight(config, agent_step)
-        sums: dict[str, float] = {}
-        for _ in range(updates):
-            for name, value in self.update(self.next_batch(beta)).items():
-                sums[name] = sums.get(name, 0.0) + value / updates
-        sums.update(epsilon=epsilon(config, agent_step), replay_size=float(len(self.memory)))
-        return sums
+        total = sum(self._update(self.next_batch(beta)) for _ in range(updates))
+        stats = _stats(total / updates)
+        stats.update(epsilon=epsilon(config, agent_step), replay_size=float(len(self.memory)))
+        return stats
 
     def next_batch(self, beta: float = 1.0) -> Batch:
         """The batch of the next update. With prefetch it was drawn at the update before,
@@ -404,7 +405,13 @@ class DQNAgent:
             self._pending[1].result()
 
     def update(self, batch: Batch) -> dict[str, float]:
-        """One gradient step of Adam on a replay batch."""
+        """One gradient step of Adam on a replay batch, and its statistics."""
+        return _stats(self._update(batch))
+
+    def _update(self, batch: Batch) -> torch.Tensor:
+        """One gradient step of Adam; its UPDATE_STATS stay on the device, in one tensor,
+        so that a GPU waits for the host once per env step's updates, not four times an
+        update."""
         lr: float | torch.Tensor = self.config.learning_rate * self.lr_scale
         if self._lr is not None:
             lr = self._lr.fill_(lr)
@@ -424,8 +431,8 @@ class DQNAgent:
         loss.backward()
         grad_norm = self._optimizer_step()
         self.updates += 1
-        return {"td_loss": float(loss.detach()), "q_mean": float(q_taken.mean()),
-                "target_mean": float(targets.mean()), "grad_norm": float(grad_norm)}
+        return torch.stack([loss.detach().float(), q_taken.detach().float().mean(),
+                            targets.float().mean(), grad_norm.float()])
 
     def _clip_and_step(self) -> torch.Tensor:
         """Clip the gradients' norm, then Adam's step; returns the norm before clipping."""
@@ -458,6 +465,11 @@ class DQNAgent:
                         # exp_avg, exp_avg_sq and the step count (the target has none)
                         for moment in self.optimizer.state.get(parameter, {}).values():
                             moment.zero_()
+
+
+def _stats(values: torch.Tensor) -> dict[str, float]:
+    """UPDATE_STATS by name, from their tensor: one copy to the host."""
+    return dict(zip(UPDATE_STATS, values.tolist(), strict=True))
 
 
 def _plain(array: np.ndarray) -> np.ndarray:
