@@ -7,8 +7,8 @@
 #     pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
 #         ale-py==0.12.1 gymnasium==1.4.0 farama-notifications==0.0.6 zstandard==0.25.0
-# (.whl is ignored by git: .git/info/exclude). It runs PROFILE first if set (a loop
-# profile, say), then trains PRESET with many envs for TIME_LIMIT seconds through
+# (.whl is ignored by git: .git/info/exclude). It runs PROFILE first if set (loop
+# profiles, say), then trains PRESET with many envs for TIME_LIMIT seconds through
 # benchmarks/BENCHMARK.py --learning (SIGTERM: the run writes a checkpoint), scores GAMES
 # evaluation games on that machine, and leaves the small files in $OUT: the log, the
 # benchmark's JSON, the run's config, metrics and games, the evaluation, the network's
@@ -61,10 +61,14 @@ if command -v nvidia-smi >/dev/null; then
 fi
 "$PYTHON" -c "import torch, ale_py, os; print('torch', torch.__version__, 'cuda',
 torch.cuda.is_available(), 'ale-py', ale_py.__version__, 'cores', os.cpu_count())"
-if [[ -n "${PROFILE:-}" ]]; then  # a benchmark script and its options, split on spaces
-    read -ra profile <<<"$PROFILE"
+# PROFILE: benchmark scripts and their options, split on spaces, several split by ";" (they
+# run one after the other, peers measured in the same call).
+IFS=";" read -ra profiles <<<"${PROFILE:-}"
+for one in "${profiles[@]}"; do
+    read -ra profile <<<"$one"
+    [[ ${#profile[@]} -gt 0 ]] || continue
     "$PYTHON" "benchmarks/${profile[0]}" "${profile[@]:1}" 2>&1 | tee -a "$OUT/log.txt"
-fi
+done
 
 train_options=()
 for option in $TRAIN_OPTIONS; do train_options+=("--train-option=$option"); done
