@@ -7,7 +7,7 @@ into what it calls, by timing (wall clock) each of these methods while the run g
 - `DQNAgent.act`: epsilon-greedy actions, the network's forward on num_envs stacks;
 - `ReplayMemory.observe`: compressing and storing the new frames;
 - `ReplayMemory.sample`: drawing a batch and decompressing its stacks;
-- `PendingBatch.wait`: with prefetch, the wait for the threads gathering the next batch
+- `DQNAgent._settle`: with prefetch, the wait for the thread gathering the next batch
   before the memory changes (what the update, acting and the emulators did not hide);
 - `DQNAgent._update`: the loss's forwards and backward, clipping, Adam. On a GPU it only
   queues the last update of an env step; the wait for it falls outside the parts, when
@@ -42,14 +42,14 @@ from dqn_breakout import parse_set
 from atari_rl.dqn import DQNAgent, DQNConfig
 from atari_rl.envs import AtariPipeline
 from atari_rl.networks import QNetwork
-from atari_rl.replay import PendingBatch, ReplayMemory
+from atari_rl.replay import ReplayMemory
 
 PARTS = {
     "env_step": (AtariPipeline, "step"),
     "act": (DQNAgent, "act"),
     "memory_observe": (ReplayMemory, "observe"),
     "sample": (ReplayMemory, "sample"),
-    "prefetch_wait": (PendingBatch, "wait"),
+    "prefetch_wait": (DQNAgent, "_settle"),
     "update": (DQNAgent, "_update"),
 }
 def profile(config: DQNConfig, timed_from: int) -> dict[str, Any]:

@@ -130,9 +130,7 @@ def test_presets_resolve_to_their_settings() -> None:
     ("overrides", "option"),
     [({"n_steps": "episode"}, "--n-steps"), ({"batch_size": 0}, "--batch-size"),
      ({"train_freq": 0}, "--train-freq"), ({"buffer_size": 400}, "--buffer-size"),
-     ({"replay_codec": "gzip"}, "--replay-codec"), ({"reset_every": -1}, "--reset-every"),
-     ({"prefetch": True, "prefetch_threads": 0}, "--prefetch-threads must be a positive"),
-     ({"prefetch_threads": 2}, "--prefetch-threads gathers a prefetched batch: add --prefetch")],
+     ({"replay_codec": "gzip"}, "--replay-codec"), ({"reset_every": -1}, "--reset-every")],
 )
 def test_bad_options_are_refused_in_one_line(overrides: dict, option: str) -> None:
     with pytest.raises(ValueError, match=option) as error:
@@ -333,8 +331,7 @@ def test_a_checkpointed_agent_resumes_exactly(tmp_path: Path, prefetch: bool,
     prioritized, with the priorities the updates reported; the last layers reset on the
     way, before and after the checkpoint)."""
     config = tiny_config(learning_starts=16, batch_size=4, train_freq=4, target_update=24,
-                         prefetch=prefetch, prefetch_threads=2 if prefetch else 1,
-                         prioritized=prioritized, reset_every=28)
+                         prefetch=prefetch, prioritized=prioritized, reset_every=28)
     agent, env, obs = started_agent(config)
     agent_step = 0
 
@@ -451,14 +448,12 @@ def test_compiled_step_matches_the_eager_one_and_takes_a_new_lr_without_recompil
     assert math.isfinite(compiled.update(batches[0])["td_loss"])
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-def test_prefetched_batches_are_those_sampled_one_update_earlier(threads: int) -> None:
+def test_prefetched_batches_are_those_sampled_one_update_earlier() -> None:
     """With prefetch, update k learns from the batch drawn at update k - 1, from the memory
     as it was then: a plain memory fed the same steps, sampled at those times, draws the
-    same batches, however many threads share the gathering. Exploration is total, so the
-    steps do not depend on what is learned."""
-    config = tiny_config(prefetch=True, prefetch_threads=threads, learning_starts=16,
-                         batch_size=5, train_freq=4, epsilon_start=1.0, epsilon_end=1.0)
+    same batches. Exploration is total, so the steps do not depend on what is learned."""
+    config = tiny_config(prefetch=True, learning_starts=16, batch_size=4, train_freq=4,
+                         epsilon_start=1.0, epsilon_end=1.0)
     agent, env, obs = started_agent(config)
     reference = replay_memory(config)  # a second memory, sampled the plain way
     reference.observe_reset(obs)

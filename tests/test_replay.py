@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from atari_rl.envs import AtariPipeline, EnvConfig, Step
-from atari_rl.replay import (
-    FRAME_BYTES,
-    Batch,
-    MemoryBudgetError,
-    PendingBatch,
-    ReplayMemory,
-    check_fits,
-)
+from atari_rl.replay import FRAME_BYTES, Batch, MemoryBudgetError, ReplayMemory, check_fits
 
 NUM_ENVS = 2
 SLOTS = 120  # frames per env: the recording below wraps each ring 10 times
@@ -263,33 +255,6 @@ def test_saved_memory_restores_and_samples_identically(recording: Recording, tmp
         a, b = memory.sample(32), restored.sample(32)
         for field in ("obs", "actions", "returns", "next_obs", "discounts"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
-
-
-@pytest.mark.parametrize("prioritized", [False, True], ids=["uniform", "prioritized"])
-@pytest.mark.parametrize("parts", [1, 2, 3, 40])
-def test_a_batch_gathered_by_several_threads_is_the_batch_gathered_by_one(
-        recording: Recording, parts: int, prioritized: bool):
-    """Each thread writes its share of the rows into the same arrays; more threads than
-    rows leave none empty. Many batches at once, so that the threads' decompressors do run
-    side by side."""
-    memory = ReplayMemory(NUM_ENVS * SLOTS, NUM_ENVS, n_step=3, gamma=GAMMA, seed=6,
-                          priority_exponent=0.5 if prioritized else None)
-    memory.observe_reset(recording.reset_obs)
-    for step in recording.steps[:500]:
-        memory.observe(step)
-    draws = [memory.draw(size, 0.4) for size in (1, 7, 33) * 4]
-    with ThreadPoolExecutor(parts) as pool:
-        pending = [PendingBatch(memory, draw, pool, parts) for draw in draws]
-        batches = [batch.result() for batch in pending]
-    for draw, batch in zip(draws, batches, strict=True):
-        expected = memory.gather(draw)
-        for field in ("obs", "actions", "returns", "next_obs", "discounts"):
-            np.testing.assert_array_equal(getattr(batch, field), getattr(expected, field))
-        assert batch.obs.shape == (len(draw.env), 4, 84, 84)
-        if prioritized:
-            assert batch.draw is draw and batch.weights is not None
-        else:
-            assert batch.draw is None
 
 
 def test_sampling_waits_for_a_complete_transition(recording: Recording):

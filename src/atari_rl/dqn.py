@@ -19,8 +19,7 @@ autocast where the CPU computes bf16 natively, the Q heads in fp32; Adam is the 
 With several envs, `train_freq` still counts agent steps, so 8 envs and `train_freq` 8
 make one update per step of the vector env. Two more options, measured by
 benchmarks/dqn_update.py: `prefetch` (gather the next batch in a thread during this
-update; `prefetch_threads` share it out, for a GPU machine's spare cores) and
-`compile_step` (compile the clipping and Adam's step too). One forward of the
+update) and `compile_step` (compile the clipping and Adam's step too). One forward of the
 online network over s and s' stacked was measured too and dropped: 12% slower an update
 at batch 64 on this CPU, since its backward runs over both halves.
 """
@@ -31,7 +30,7 @@ import copy
 import dataclasses
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,14 +56,7 @@ from atari_rl.networks import (
     q_network_from,
 )
 from atari_rl.plots import FigureSpec, Panel
-from atari_rl.replay import (
-    Batch,
-    Draw,
-    PendingBatch,
-    ReplayMemory,
-    check_capacity,
-    check_fits,
-)
+from atari_rl.replay import Batch, Draw, ReplayMemory, check_capacity, check_fits
 
 # What `--reset-every` gives fresh weights: the dense layer of the torso and the heads.
 LAST_LAYERS = ("torso.7.", "advantage.", "value.")
@@ -103,7 +95,6 @@ class DQNConfig(RunConfig):
     compile: bool = True  # torch.compile the network (warm-up about 40 s on this CPU)
     compile_step: bool = False  # torch.compile the gradient clipping and Adam's step too
     prefetch: bool = False  # sample the next batch in a background thread while this update runs
-    prefetch_threads: int = 1  # threads that share that batch's decompression (spare cores)
     bf16: bool = True  # bf16 autocast for the torso on CPUs that have it; Q heads stay fp32
     prioritized: bool = False  # draw transitions in proportion to |TD error| ** exponent
     priority_exponent: float = 0.5  # alpha, Rainbow's; the nearer 0, the nearer uniform
@@ -117,10 +108,6 @@ class DQNConfig(RunConfig):
                  "--n-steps must be a positive integer for dqn")
         require(self.batch_size > 0, "--batch-size must be positive")
         require(self.train_freq > 0, "--train-freq must be a positive number of agent steps")
-        require(isinstance(self.prefetch_threads, int) and self.prefetch_threads > 0,
-                "--prefetch-threads must be a positive integer")
-        require(self.prefetch or self.prefetch_threads == 1,
-                "--prefetch-threads gathers a prefetched batch: add --prefetch")
         require(self.target_update > 0,
                  "--target-update must be a positive number of agent steps")
         require(self.learning_starts >= 0, "--learning-starts must be 0 or more")
@@ -275,7 +262,7 @@ class DQNAgent:
         # With prefetch: the next batch, drawn at this update and gathered in a thread. The
         # memory must not change under it: every write waits for it first (`_settle`).
         self._prefetcher: ThreadPoolExecutor | None = None
-        self._pending: PendingBatch | None = None
+        self._pending: tuple[Draw, Future[Batch]] | None = None
 
     def start(self, obs: np.ndarray) -> None:
         """The first stacks of every env, as returned by `env.reset()`."""
@@ -302,7 +289,7 @@ class DQNAgent:
         meta = {**learner_meta, "updates": self.updates,
                 "target_syncs": self.target_syncs, "rng": self._rng.bit_generator.state,
                 "replay": json.loads(str(replay["header"])),
-                "prefetched": None if self._pending is None else self._pending.draw.to_lists()}
+                "prefetched": None if self._pending is None else self._pending[0].to_lists()}
         return tensors, meta
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -399,7 +386,7 @@ class DQNAgent:
         prioritized replay's `priority_weight` now (ignored by a uniform memory)."""
         size = self.config.batch_size
         if self._pending is not None:
-            batch = self._pending.result()
+            batch = self._pending[1].result()
             self._pending = None
         else:
             batch = self.memory.sample(size, beta)
@@ -408,15 +395,14 @@ class DQNAgent:
         return batch
 
     def _prefetch(self, draw: Draw) -> None:
-        threads = self.config.prefetch_threads
         if self._prefetcher is None:
-            self._prefetcher = ThreadPoolExecutor(threads, thread_name_prefix="replay-prefetch")
-        self._pending = PendingBatch(self.memory, draw, self._prefetcher, threads)
+            self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="replay-prefetch")
+        self._pending = (draw, self._prefetcher.submit(self.memory.gather, draw))
 
     def _settle(self) -> None:
         """Wait for a batch being gathered (and keep it): the memory is about to change."""
         if self._pending is not None:
-            self._pending.wait()
+            self._pending[1].result()
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step of Adam on a replay batch, and its statistics."""

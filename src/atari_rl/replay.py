@@ -27,10 +27,8 @@ Why it is built this way:
 from __future__ import annotations
 
 import json
-import threading
 import zlib
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
 from os import PathLike
@@ -84,10 +82,6 @@ class Draw(NamedTuple):
     steps: np.ndarray  # int64 [B]: its n' <= n steps, fewer where the episode ended
     weights: np.ndarray | None = None  # float32 [B]: importance weights, prioritized only
 
-    def rows(self, start: int, stop: int) -> Draw:
-        """The transitions from row `start` to `stop`: one thread's share of a batch."""
-        return Draw(*(None if part is None else part[start:stop] for part in self))
-
     def to_lists(self) -> list[list[Any] | None]:
         """JSON-ready, for a checkpoint's metadata."""
         return [None if part is None else part.tolist() for part in self]
@@ -119,56 +113,12 @@ class Batch:
         return None if self.draw is None else self.draw.weights
 
 
-class PendingBatch:
-    """A batch being gathered in the threads of a pool, each a share of its rows, straight
-    into one pair of arrays. Decompressing the frames is most of sampling's time, and zstd
-    and numpy let go of the GIL while they work, so on a machine with cores to spare (a GPU
-    machine's host) the threads gather a batch several times as fast as one."""
-
-    def __init__(self, memory: ReplayMemory, draw: Draw, pool: Executor, parts: int) -> None:
-        self.draw = draw
-        size = len(draw.env)
-        shape = (size, memory.frame_stack, *FRAME_SHAPE)
-        self._obs, self._next_obs = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
-        bounds = [len(rows) for rows in np.array_split(np.arange(size), min(parts, size))]
-        stops = np.cumsum(bounds).tolist()
-        self._parts = [pool.submit(memory.gather, draw.rows(start, stop),
-                                   (self._obs[start:stop], self._next_obs[start:stop]))
-                       for start, stop in zip([0, *stops[:-1]], stops, strict=True)]
-
-    def result(self) -> Batch:
-        """The whole batch, once every thread is done (each share's error is raised here)."""
-        parts = [part.result() for part in self._parts]
-        return Batch(
-            obs=self._obs,
-            actions=np.concatenate([part.actions for part in parts]),
-            returns=np.concatenate([part.returns for part in parts]),
-            next_obs=self._next_obs,
-            discounts=np.concatenate([part.discounts for part in parts]),
-            draw=self.draw if self.draw.weights is not None else None,
-        )
-
-    def wait(self) -> None:
-        """Until no thread reads the memory any more: it is about to change."""
-        for part in self._parts:
-            part.result()
-
-
 def make_codec(name: str) -> Codec:
     """Compressor and decompressor of one 84x84 frame; lz4 and zstd imported only when used."""
     if name == "zstd":
         import zstandard
 
-        local = threading.local()
-
-        def decompress(data: Any) -> bytes:
-            # One decompressor per thread: python-zstandard's may not serve two threads at
-            # once, and a batch can be gathered by several (`PendingBatch`).
-            if not hasattr(local, "decompressor"):
-                local.decompressor = zstandard.ZstdDecompressor()
-            return local.decompressor.decompress(data)
-
-        return zstandard.ZstdCompressor(level=3).compress, decompress
+        return zstandard.ZstdCompressor(level=3).compress, zstandard.ZstdDecompressor().decompress
     if name == "lz4":
         import lz4.block
 
@@ -298,12 +248,10 @@ class ReplayMemory:
                        priorities[here] ** self.priority_exponent)
         self._max_priority = max(self._max_priority, float(priorities[here].max(initial=0.0)))
 
-    def gather(self, draw: Draw, into: tuple[np.ndarray, np.ndarray] | None = None) -> Batch:
+    def gather(self, draw: Draw) -> Batch:
         """The drawn transitions with their stacks decompressed (`sample`'s costly half).
 
-        It only reads the memory, so it can run in another thread while nothing writes, and
-        several threads can share one batch (`gather_in_parts`): `into` are the arrays its
-        obs and next_obs are written to, a share of the whole batch's rows.
+        It only reads the memory, so it can run in another thread while nothing writes.
         """
         env, k, steps = draw.env, draw.k, draw.steps
         meta, n, fs = self._meta, self.n_step, self.frame_stack
@@ -318,14 +266,11 @@ class ReplayMemory:
         weights = self.gamma ** np.arange(n) * (np.arange(n) < steps[:, None])
         returns = (meta["reward"][env[:, None], window] * weights).sum(axis=1)
         terminated = meta["terminated"][env, (k + steps - 1) % self.slots]
-        obs, next_obs = (None, None) if into is None else into
         return Batch(
-            # mode="clip" writes straight into `into` (the default "raise" buffers first);
-            # the indices are in range anyway.
-            obs=np.take(frames, inverse[:, :fs], axis=0, out=obs, mode="clip"),
+            obs=frames[inverse[:, :fs]],
             actions=meta["action"][env, slot].astype(np.int64),
             returns=returns.astype(np.float32),
-            next_obs=np.take(frames, inverse[:, fs:], axis=0, out=next_obs, mode="clip"),
+            next_obs=frames[inverse[:, fs:]],
             discounts=np.where(terminated, 0.0, self.gamma ** steps).astype(np.float32),
             draw=draw if draw.weights is not None else None,
         )
